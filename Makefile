@@ -1,0 +1,25 @@
+# Two commands on a fresh machine: `make setup`, then `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup test test-slow run bench
+
+setup:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: pip takes this CPU build from local disk instead of a multi-GB CUDA one.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+
+test:
+	$(BIN)/python -m pytest -q
+
+test-slow:
+	$(BIN)/python -m pytest -q -m slow
+
+run:
+	$(BIN)/bltbench generate --model random:tiny --prompt "The Byte Latent Transformer" --max-bytes 64
+
+bench:
+	$(BIN)/bltbench bench decode --model random:tiny

@@ -1,0 +1,72 @@
+"""Turning logits into a byte: greedy, temperature, top-k and top-p, with an explicit generator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bltbench.errors import BltbenchError
+from bltbench.model.ids import BOE, BOS, PAD
+
+
+@dataclass
+class SamplingConfig:
+    """temperature 0 means greedy. `suppress_special` keeps BOE/BOS/PAD out of generated text."""
+
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int = 0
+    suppress_special: bool = True
+
+    def validate(self) -> None:
+        if self.temperature < 0:
+            raise BltbenchError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise BltbenchError(f"top-k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise BltbenchError(f"top-p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+class Sampler:
+    def __init__(self, config: SamplingConfig, device: torch.device | str = "cpu") -> None:
+        config.validate()
+        self.config = config
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """The distribution sampling draws from (after suppression, temperature, top-k, top-p)."""
+        c = self.config
+        logits = logits.float().clone()
+        if c.suppress_special:
+            logits[..., [BOE, BOS, PAD]] = float("-inf")
+        if c.greedy:
+            probs = torch.zeros_like(logits)
+            probs.scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+            return probs
+        logits = logits / c.temperature
+        if c.top_k is not None and c.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, c.top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        if c.top_p is not None and c.top_p < 1:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each entry
+            sorted_p = sorted_p.masked_fill(before >= c.top_p, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+            probs = probs / probs.sum(-1, keepdim=True)
+        return probs
+
+    def sample(self, logits: torch.Tensor) -> int:
+        """One id from logits [V]."""
+        if self.config.greedy:
+            if self.config.suppress_special:
+                logits = logits.clone()
+                logits[[BOE, BOS, PAD]] = float("-inf")
+            return int(logits.argmax())
+        return int(torch.multinomial(self.probs(logits), 1, generator=self.generator))

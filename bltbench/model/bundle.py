@@ -1,0 +1,44 @@
+"""A model bundle: the weights a run may need (BLT, later BLT-D, and the entropy model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bltbench.errors import BltbenchError
+from bltbench.model.blt import ByteLatentTransformer
+from bltbench.model.config import BLTConfig
+from bltbench.model.entropy import EntropyModel
+
+
+@dataclass
+class ModelBundle:
+    config: BLTConfig
+    blt: ByteLatentTransformer | None
+    entropy: EntropyModel | None
+    source: str
+    format: str
+
+    def require_blt(self) -> ByteLatentTransformer:
+        if self.blt is None:
+            raise BltbenchError(f"model {self.source} holds no BLT weights")
+        return self.blt
+
+    def require_entropy(self) -> EntropyModel | None:
+        """The entropy model if patching needs one (static patching does not)."""
+        if self.config.patching.mode == "entropy" and self.entropy is None:
+            raise BltbenchError(
+                f"model {self.source} holds no entropy model, which entropy patching needs "
+                "(add one to the bundle, or use static patching)"
+            )
+        return self.entropy
+
+    def to(self, device: str) -> "ModelBundle":
+        for module in (self.blt, self.entropy):
+            if module is not None:
+                module.to(device)
+        return self
+
+    def describe(self) -> str:
+        parts = [f"BLT {'yes' if self.blt is not None else 'missing'}"]
+        parts.append(f"entropy model {'yes' if self.entropy is not None else 'missing'}")
+        return f"{self.source} ({self.format}): " + ", ".join(parts)

@@ -1,0 +1,408 @@
+"""Loading and saving model bundles in the three folder formats, detected from the folder.
+
+- bltbench: `bltbench.json` (config + component files) and 16/32-bit safetensors per component.
+- official BLT: `consolidated.pth` holding {"model": state_dict} + `params.json` (train args),
+  the entropy model in `entropy_model/` laid out the same way.
+- transformers: `BltForCausalLM.save_pretrained` output (`config.json` with model_type "blt").
+Plus `random:PRESET[:SEED]` for deterministic random weights, and bundled model names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bltbench.errors import BltbenchError
+from bltbench.model.blt import ByteLatentTransformer
+from bltbench.model.bundle import ModelBundle
+from bltbench.model.config import (
+    BLTConfig,
+    EntropyModelConfig,
+    PatchingConfig,
+    preset,
+)
+from bltbench.model.entropy import EntropyModel
+from bltbench.model.init import init_weights
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
+MANIFEST = "bltbench.json"
+COMPONENT_FILES = {"blt": "blt.safetensors", "entropy": "entropy.safetensors"}
+
+
+# -- random weights ----------------------------------------------------------------------------
+def random_bundle(preset_name: str, seed: int = 0) -> ModelBundle:
+    config = preset(preset_name)
+    blt = ByteLatentTransformer(config)
+    init_weights(blt, seed)
+    entropy = EntropyModel(config.entropy)
+    init_weights(entropy, seed + 1_000_003)
+    return ModelBundle(config, blt.eval(), entropy.eval(), f"random:{preset_name}:{seed}", "random")
+
+
+def _parse_random(spec: str) -> ModelBundle:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[1]:
+        raise BltbenchError(f"bad model spec {spec!r}: expected random:PRESET[:SEED]")
+    seed = 0
+    if len(parts) == 3:
+        try:
+            seed = int(parts[2])
+        except ValueError:
+            raise BltbenchError(f"bad seed {parts[2]!r} in {spec!r}: expected an integer") from None
+    return random_bundle(parts[1], seed)
+
+
+# -- strict state loading ------------------------------------------------------------------------
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `state` into `module`, failing with one line on any missing, extra or misshapen tensor."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshapen = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if misshapen:
+        k = misshapen[0]
+        problems.append(
+            f"{len(misshapen)} of the wrong shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})"
+        )
+    if problems:
+        raise BltbenchError(f"checkpoint {source} does not match its config: tensors " + "; ".join(problems))
+    dtype = next(iter(expected.values())).dtype
+    module.load_state_dict({k: v.to(dtype) for k, v in state.items()})
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BltbenchError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise BltbenchError(f"{path} does not hold a JSON object")
+    return data
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise BltbenchError(f"corrupt or unreadable checkpoint {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise BltbenchError(f"corrupt or unreadable checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        return data["model"]
+    raise BltbenchError(f"{path} does not hold {{'model': state_dict}} as official BLT checkpoints do")
+
+
+# -- bltbench format ---------------------------------------------------------------------------------
+def save_bundle(bundle: ModelBundle, folder: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Write a bundle atomically: everything goes to a temporary folder renamed into place."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        components = {}
+        for name, module in (("blt", bundle.blt), ("entropy", bundle.entropy)):
+            if module is None:
+                continue
+            state = {k: v.detach().to(dtype).contiguous() for k, v in module.state_dict().items()}
+            save_file(state, str(tmp / COMPONENT_FILES[name]))
+            components[name] = COMPONENT_FILES[name]
+        manifest = {"format": "bltbench", "version": 1, "config": bundle.config.to_dict(), "components": components}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _load_bltbench(folder: Path) -> ModelBundle:
+    manifest = _read_json(folder / MANIFEST)
+    if manifest.get("format") != "bltbench" or not isinstance(manifest.get("config"), dict):
+        raise BltbenchError(f"{folder / MANIFEST} is not a bltbench manifest")
+    config = BLTConfig.from_dict(manifest["config"])
+    components = manifest.get("components") or {}
+    blt = entropy = None
+    if "blt" in components:
+        blt = ByteLatentTransformer(config)
+        load_state(blt, _read_safetensors(folder / components["blt"]), str(folder / components["blt"]))
+    if "entropy" in components:
+        entropy = EntropyModel(config.entropy)
+        load_state(entropy, _read_safetensors(folder / components["entropy"]), str(folder / components["entropy"]))
+    return _eval(ModelBundle(config, blt, entropy, str(folder), "bltbench"))
+
+
+def _eval(bundle: ModelBundle) -> ModelBundle:
+    for module in (bundle.blt, bundle.entropy):
+        if module is not None:
+            module.float().eval()
+    return bundle
+
+
+# -- official BLT format -------------------------------------------------------------------------
+def official_ffn(dim: int, multiple_of: int = 256, multiplier: float | None = None) -> int:
+    hidden = int(2 * (4 * dim) / 3)
+    if multiplier is not None:
+        hidden = int(multiplier * hidden)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | None) -> BLTConfig:
+    """Translate official train args (params.json) into a BLTConfig."""
+    model = args.get("model")
+    if not isinstance(model, dict):
+        raise BltbenchError("official params.json has no 'model' section")
+    patcher = (args.get("data") or {}).get("patcher_args") or {}
+    try:
+        d_local = model["dim_local_encoder"]
+        if model.get("dim_local_decoder", d_local) != d_local:
+            raise BltbenchError("local encoder and decoder widths differ; bltbench needs them equal")
+        if model.get("cross_attn_all_layers_encoder") and model["n_layers_local_encoder"] > 1:
+            raise BltbenchError("encoder cross-attention in every layer is not supported")
+        if model.get("cross_attn_decoder") is False or model.get("cross_attn_all_layers_decoder") is False:
+            raise BltbenchError("bltbench needs decoder cross-attention in every layer, as BLT uses")
+        mult, multiple_of = model.get("ffn_dim_multiplier"), model.get("multiple_of", 256)
+        sizes = model.get("encoder_hash_byte_group_size") or [3, 4, 5, 6, 7, 8]
+        if isinstance(sizes, str):
+            sizes = [int(s) for s in sizes.split(",")]
+        mode = patcher.get("patching_mode", model.get("patching_mode", "entropy"))
+        if mode not in ("entropy", "static"):
+            raise BltbenchError(f"patching mode {mode!r} is not supported (entropy or static)")
+        patching = PatchingConfig(
+            mode=mode,
+            threshold=float(patcher.get("threshold", model.get("patching_threshold") or 1.335442066192627)),
+            monotonic=bool(patcher.get("monotonicity", model.get("monotonicity", False))),
+            max_patch_length=patcher.get("max_patch_length", model.get("max_patch_length")),
+            static_length=int(patcher.get("patch_size", model.get("patch_size") or 4)),
+        )
+        entropy = EntropyModelConfig()
+        if entropy_args is not None:
+            edim = entropy_args["dim"]
+            entropy = EntropyModelConfig(
+                dim=edim,
+                n_layers=entropy_args["n_layers"],
+                n_heads=entropy_args["n_heads"],
+                ffn_dim=official_ffn(edim, entropy_args.get("multiple_of", 256), entropy_args.get("ffn_dim_multiplier")),
+                window=entropy_args.get("sliding_window", 512),
+                rope_theta=float(entropy_args.get("rope_theta", 10000.0)),
+                norm_eps=float(entropy_args.get("norm_eps", 1e-5)),
+            )
+        config = BLTConfig(
+            d_local=d_local,
+            n_heads_local=model["n_heads_local_encoder"],
+            n_layers_encoder=model["n_layers_local_encoder"],
+            n_layers_decoder=model["n_layers_local_decoder"],
+            ffn_local=official_ffn(d_local, multiple_of, mult),
+            d_global=model["dim_global"],
+            n_heads_global=model["n_heads_global"],
+            n_layers_global=model["n_layers_global"],
+            ffn_global=official_ffn(model["dim_global"], multiple_of, mult),
+            cross_attn_k=model.get("cross_attn_k") or 1,
+            cross_attn_heads=model.get("cross_attn_nheads"),
+            hash_sizes=tuple(int(s) for s in sizes),
+            hash_buckets=model.get("encoder_hash_byte_group_vocab", 30000),
+            hash_functions=model.get("encoder_hash_byte_group_nb_functions", 1),
+            local_window=model.get("local_attention_window_len"),
+            rope_theta=float(model.get("rope_theta", 10000.0)),
+            norm_eps=float(model.get("norm_eps", 1e-5)),
+            patching=patching,
+            entropy=entropy,
+        )
+    except KeyError as exc:
+        raise BltbenchError(f"official params.json lacks {exc.args[0]!r}") from None
+    config.validate()
+    return config
+
+
+def _load_official(folder: Path) -> ModelBundle:
+    args = _read_json(folder / "params.json")
+    entropy_dir = folder / "entropy_model"
+    entropy_args = None
+    if (entropy_dir / "params.json").exists():
+        entropy_args = _read_json(entropy_dir / "params.json").get("entropy_model")
+    config = config_from_official(args, entropy_args)
+    blt = ByteLatentTransformer(config)
+    load_state(blt, _read_torch(folder / "consolidated.pth"), str(folder / "consolidated.pth"))
+    entropy = None
+    if entropy_args is not None and (entropy_dir / "consolidated.pth").exists():
+        entropy = EntropyModel(config.entropy)
+        state = _read_torch(entropy_dir / "consolidated.pth")
+        state = {k: v for k, v in state.items() if not k.endswith("freqs_cis")}
+        load_state(entropy, state, str(entropy_dir / "consolidated.pth"))
+    return _eval(ModelBundle(config, blt, entropy, str(folder), "official"))
+
+
+# -- transformers format -----------------------------------------------------------------------------
+_HF_LAYER_RENAMES = (
+    ("self_attn.q_proj", "attention.wq"),
+    ("self_attn.k_proj", "attention.wk"),
+    ("self_attn.v_proj", "attention.wv"),
+    ("self_attn.o_proj", "attention.wo"),
+    ("mlp.gate_proj", "feed_forward.w1"),
+    ("mlp.up_proj", "feed_forward.w3"),
+    ("mlp.down_proj", "feed_forward.w2"),
+    ("input_layernorm", "attention_norm"),
+    ("post_attention_layernorm", "ffn_norm"),
+)
+_HF_CROSS_RENAMES = (("q_proj", "wq"), ("k_proj", "wk"), ("v_proj", "wv"), ("o_proj", "wo"),
+                     ("q_norm", "cross_attn_norm_q"), ("k_norm", "cross_attn_norm_kv"))
+
+
+def _rename_hf(name: str) -> str:
+    for old, new in _HF_LAYER_RENAMES:
+        name = name.replace(f".{old}.", f".{new}.")
+    m = re.match(r"(.*\.cross_attn_layers\.\d+\.)(\w+)(\..*)", name)
+    if m:
+        name = m.group(1) + dict(_HF_CROSS_RENAMES).get(m.group(2), m.group(2)) + m.group(3)
+    return name.replace("embed_tokens", "tok_embeddings")
+
+
+def convert_hf_state(state: dict[str, torch.Tensor], config: BLTConfig) -> tuple[dict, dict]:
+    """Split a transformers `BltForCausalLM` state dict into (BLT, entropy model) official names."""
+    blt, entropy = {}, {}
+    for name, tensor in state.items():
+        if name == "lm_head.weight":
+            blt["local_decoder.output.weight"] = tensor
+        elif name == "model.encoder_hash_tok_embedding.weight":
+            for i, chunk in enumerate(tensor.split(config.hash_buckets)):
+                blt[f"encoder_hash_tok_embedding.{i}.weight"] = chunk
+        elif name.startswith("model.patcher."):
+            short = _rename_hf(name[len("model.patcher.") :])
+            entropy["output.weight" if short == "lm_head.weight" else short] = tensor
+        elif name.startswith("model."):
+            blt[_rename_hf(name[len("model.") :])] = tensor
+        else:
+            blt[name] = tensor  # left for load_state to report
+    return blt, entropy
+
+
+def config_from_hf(cfg: dict[str, Any]) -> BLTConfig:
+    def theta(sub: dict[str, Any], default: float) -> float:
+        rope = sub.get("rope_parameters") or cfg.get("rope_parameters") or {}
+        return float(rope.get("rope_theta", sub.get("rope_theta", default)))
+
+    try:
+        enc, dec, glob = cfg["encoder_config"], cfg["decoder_config"], cfg["global_config"]
+        pat = cfg.get("patcher_config") or {}
+        if enc["hidden_size"] != dec["hidden_size"]:
+            raise BltbenchError("local encoder and decoder widths differ; bltbench needs them equal")
+        d_local = enc["hidden_size"]
+        config = BLTConfig(
+            d_local=d_local,
+            n_heads_local=enc["num_attention_heads"],
+            n_layers_encoder=enc["num_hidden_layers"],
+            n_layers_decoder=dec["num_hidden_layers"],
+            ffn_local=dec.get("intermediate_size") or int(8 * d_local / 3),
+            d_global=glob["hidden_size"],
+            n_heads_global=glob["num_attention_heads"],
+            n_layers_global=glob["num_hidden_layers"],
+            ffn_global=glob.get("intermediate_size") or int(8 * glob["hidden_size"] / 3),
+            cross_attn_k=cfg.get("cross_attn_k") or 2,
+            hash_sizes=tuple(cfg.get("encoder_hash_byte_group_size") or (3, 4, 5, 6, 7, 8)),
+            hash_buckets=cfg.get("encoder_hash_byte_group_vocab", 500002),
+            hash_functions=cfg.get("encoder_hash_byte_group_nb_functions", 1),
+            local_window=cfg.get("local_attention_window_len", 512),
+            rope_theta=theta(enc, 500000.0),
+            norm_eps=float(enc.get("rms_norm_eps", 1e-5)),
+            patching=PatchingConfig(
+                mode="entropy" if cfg.get("patching_mode", "entropy") == "entropy" else "static",
+                threshold=float(cfg.get("patching_threshold") or 1.335442066192627),
+                max_patch_length=cfg.get("max_patch_length"),
+                static_length=int(cfg.get("patch_size") or 4),
+            ),
+            entropy=EntropyModelConfig(
+                dim=pat.get("hidden_size", 768),
+                n_layers=pat.get("num_hidden_layers", 14),
+                n_heads=pat.get("num_attention_heads", 12),
+                ffn_dim=pat.get("intermediate_size", 2048),
+                window=pat.get("sliding_window", 512),
+                rope_theta=theta(pat, 10000.0),
+                norm_eps=float(pat.get("rms_norm_eps", 1e-5)),
+            ),
+        )
+        if enc.get("intermediate_size") and enc["intermediate_size"] != config.hidden_ffn_local:
+            raise BltbenchError("local encoder and decoder FFN widths differ; bltbench needs them equal")
+    except KeyError as exc:
+        raise BltbenchError(f"transformers config.json lacks {exc.args[0]!r}") from None
+    config.validate()
+    return config
+
+
+def _load_hf(folder: Path) -> ModelBundle:
+    cfg = _read_json(folder / "config.json")
+    config = config_from_hf(cfg)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise BltbenchError(f"{folder} has a transformers config.json but no .safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(_read_safetensors(f))
+    blt_state, entropy_state = convert_hf_state(state, config)
+    blt = ByteLatentTransformer(config)
+    load_state(blt, blt_state, str(folder))
+    entropy = None
+    if entropy_state:
+        entropy = EntropyModel(config.entropy)
+        load_state(entropy, entropy_state, f"{folder} (patcher)")
+    return _eval(ModelBundle(config, blt, entropy, str(folder), "transformers"))
+
+
+# -- entry point -----------------------------------------------------------------------------------
+def bundled_models() -> list[str]:
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / MANIFEST).exists())
+
+
+def load_model(spec: str, device: str = "cpu") -> ModelBundle:
+    """Resolve a --model argument: random:PRESET[:SEED], a bundled name, or a checkpoint folder."""
+    if spec.startswith("random:"):
+        return _parse_random(spec).to(device)
+    folder = Path(spec)
+    if not folder.exists() and spec in bundled_models():
+        folder = BUNDLED_DIR / spec
+    if not folder.exists():
+        names = ", ".join(bundled_models()) or "none installed"
+        raise BltbenchError(
+            f"model {spec!r} not found: give random:PRESET[:SEED], a bundled model ({names}) or a checkpoint folder"
+        )
+    if not folder.is_dir():
+        raise BltbenchError(f"model {spec!r} is a file; a checkpoint is a folder")
+    if (folder / MANIFEST).exists():
+        bundle = _load_bltbench(folder)
+    elif (folder / "consolidated.pth").exists() and (folder / "params.json").exists():
+        bundle = _load_official(folder)
+    elif (folder / "config.json").exists():
+        if _read_json(folder / "config.json").get("model_type") != "blt":
+            raise BltbenchError(f"{folder}/config.json is not a transformers BLT config (model_type 'blt')")
+        bundle = _load_hf(folder)
+    else:
+        raise BltbenchError(
+            f"{folder} is not a model folder: expected {MANIFEST} (bltbench), consolidated.pth + params.json "
+            "(official BLT) or config.json (transformers)"
+        )
+    return bundle.to(device)

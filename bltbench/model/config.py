@@ -1,0 +1,198 @@
+"""Model configuration: dataclasses, presets and the FFN width rule (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from bltbench.errors import BltbenchError
+from bltbench.model.ids import VOCAB_SIZE
+
+OFFICIAL_THRESHOLD = 1.335442066192627
+
+
+def ffn_width(dim: int, multiple_of: int = 256) -> int:
+    """SwiGLU hidden width: 256 * ceil(int(8d/3) / 256), as the official code computes it."""
+    return multiple_of * math.ceil(int(8 * dim / 3) / multiple_of)
+
+
+@dataclass
+class EntropyModelConfig:
+    """The small causal byte transformer whose next-byte entropy places patch boundaries."""
+
+    dim: int = 768
+    n_layers: int = 14
+    n_heads: int = 12
+    ffn_dim: int | None = None
+    window: int | None = 512
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    vocab_size: int = VOCAB_SIZE
+
+    @property
+    def hidden_ffn(self) -> int:
+        return self.ffn_dim or ffn_width(self.dim)
+
+
+@dataclass
+class PatchingConfig:
+    """How bytes are grouped into patches (DESIGN.md section 3)."""
+
+    mode: str = "entropy"  # "entropy" or "static"
+    threshold: float = OFFICIAL_THRESHOLD
+    monotonic: bool = False
+    max_patch_length: int | None = 8
+    static_length: int = 4
+
+    def validate(self) -> None:
+        if self.mode not in ("entropy", "static"):
+            raise BltbenchError(f"unknown patching mode {self.mode!r} (expected 'entropy' or 'static')")
+        if self.max_patch_length is not None and self.max_patch_length < 1:
+            raise BltbenchError(f"max_patch_length must be at least 1, got {self.max_patch_length}")
+        if self.static_length < 1:
+            raise BltbenchError(f"static patch length must be at least 1, got {self.static_length}")
+
+
+@dataclass
+class BLTConfig:
+    """Dimensions of a Byte Latent Transformer, in the official layout."""
+
+    d_local: int = 1024
+    n_heads_local: int = 16
+    n_layers_encoder: int = 1
+    n_layers_decoder: int = 9
+    ffn_local: int | None = None
+    d_global: int = 2048
+    n_heads_global: int = 16
+    n_layers_global: int = 25
+    ffn_global: int | None = None
+    cross_attn_k: int = 2
+    cross_attn_heads: int | None = None  # defaults to n_heads_local
+    hash_sizes: tuple[int, ...] = (3, 4, 5, 6, 7, 8)
+    hash_buckets: int = 500002
+    hash_functions: int = 1
+    local_window: int | None = 512
+    rope_theta: float = 500000.0
+    norm_eps: float = 1e-5
+    vocab_size: int = VOCAB_SIZE
+    patching: PatchingConfig = field(default_factory=PatchingConfig)
+    entropy: EntropyModelConfig = field(default_factory=EntropyModelConfig)
+
+    @property
+    def hidden_ffn_local(self) -> int:
+        return self.ffn_local or ffn_width(self.d_local)
+
+    @property
+    def hidden_ffn_global(self) -> int:
+        return self.ffn_global or ffn_width(self.d_global)
+
+    @property
+    def n_cross_heads(self) -> int:
+        return self.cross_attn_heads or self.n_heads_local
+
+    @property
+    def d_patch(self) -> int:
+        """Width of the k concatenated pooled slots that feed the global model."""
+        return self.d_local * self.cross_attn_k
+
+    @property
+    def n_hash_tables(self) -> int:
+        return len(self.hash_sizes) * self.hash_functions
+
+    def validate(self) -> None:
+        for name, dim, heads in (
+            ("local", self.d_local, self.n_heads_local),
+            ("global", self.d_global, self.n_heads_global),
+            ("cross-attention", self.d_local, self.n_cross_heads),
+            ("entropy", self.entropy.dim, self.entropy.n_heads),
+        ):
+            if heads < 1 or dim % heads:
+                raise BltbenchError(f"{name} width {dim} is not divisible by {heads} heads")
+        if self.cross_attn_k < 1:
+            raise BltbenchError(f"cross_attn_k must be at least 1, got {self.cross_attn_k}")
+        if self.hash_buckets < 1 or any(n < 1 for n in self.hash_sizes):
+            raise BltbenchError("hash sizes and bucket counts must be positive")
+        self.patching.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BLTConfig":
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise BltbenchError(f"unknown model config fields: {', '.join(sorted(unknown))}")
+        try:
+            patching = PatchingConfig(**data.pop("patching", {}))
+            entropy = EntropyModelConfig(**data.pop("entropy", {}))
+            if "hash_sizes" in data:
+                data["hash_sizes"] = tuple(data["hash_sizes"])
+            config = cls(**data, patching=patching, entropy=entropy)
+        except TypeError as exc:
+            raise BltbenchError(f"malformed model config: {exc}") from None
+        config.validate()
+        return config
+
+
+def _tiny() -> BLTConfig:
+    # blt-1b in proportion: 1 encoder layer, a deeper decoder, a wider and deeper global model, k = 2.
+    return BLTConfig(
+        d_local=128,
+        n_heads_local=4,
+        n_layers_encoder=1,
+        n_layers_decoder=4,
+        d_global=256,
+        n_heads_global=4,
+        n_layers_global=6,
+        cross_attn_k=2,
+        hash_sizes=(3, 4, 5, 6, 7, 8),
+        hash_buckets=4096,
+        local_window=512,
+        patching=PatchingConfig(threshold=5.156, max_patch_length=8),
+        entropy=EntropyModelConfig(dim=128, n_layers=2, n_heads=4, window=512),
+    )
+
+
+def _blt_1b() -> BLTConfig:
+    return BLTConfig(
+        d_local=1024,
+        n_heads_local=16,
+        n_layers_encoder=1,
+        n_layers_decoder=9,
+        d_global=2048,
+        n_heads_global=16,
+        n_layers_global=25,
+        cross_attn_k=2,
+        entropy=EntropyModelConfig(dim=768, n_layers=14, n_heads=12),
+    )
+
+
+def _blt_7b() -> BLTConfig:
+    return BLTConfig(
+        d_local=1280,
+        n_heads_local=20,
+        n_layers_encoder=1,
+        n_layers_decoder=6,
+        ffn_local=3584,
+        d_global=4096,
+        n_heads_global=32,
+        n_layers_global=32,
+        ffn_global=11008,
+        cross_attn_k=4,  # 4 x 1280 = 5120 slots, projected to the 4096-wide global model
+        entropy=EntropyModelConfig(dim=768, n_layers=14, n_heads=12),
+    )
+
+
+PRESETS = {"tiny": _tiny, "blt-1b": _blt_1b, "blt-7b": _blt_7b}
+
+
+def preset(name: str) -> BLTConfig:
+    """A fresh copy of a named preset's config."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise BltbenchError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})") from None

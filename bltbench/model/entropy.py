@@ -1,0 +1,51 @@
+"""The entropy model: a small causal byte LM whose prediction entropy places patch boundaries.
+
+State-dict names follow the official `LMTransformer` (tok_embeddings, layers, norm, output).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bltbench.model.config import EntropyModelConfig
+from bltbench.model.layers import KVCache, RMSNorm, Rotary, TransformerBlock, causal_span
+
+
+def entropy_nats(logits: torch.Tensor) -> torch.Tensor:
+    """Natural-log entropy of the softmax over the last dimension, in fp32."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+class EntropyModel(nn.Module):
+    def __init__(self, config: EntropyModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(
+            TransformerBlock(config.dim, config.n_heads, config.hidden_ffn, config.norm_eps) for _ in range(config.n_layers)
+        )
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.rope = Rotary(config.dim // config.n_heads, config.rope_theta)
+
+    def new_cache(self, batch: int = 1) -> KVCache:
+        p = self.output.weight
+        c = self.config
+        return KVCache(c.n_layers, batch, c.n_heads, c.dim // c.n_heads, p.dtype, p.device)
+
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits for `ids` [B, T]; with a cache, `ids` continue the cached positions."""
+        start = cache.length if cache is not None else 0
+        t = ids.shape[1]
+        rope = self.rope.span(start, t, ids.device)
+        k_start, mask = causal_span(start, t, self.config.window, ids.device)
+        if cache is not None:
+            cache.reserve(start + t)
+        h = self.tok_embeddings(ids)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, rope, mask, cache, i, k_start)
+        if cache is not None:
+            cache.length += t
+        return self.output(self.norm(h))

@@ -1,0 +1,52 @@
+"""Entropy patching (DESIGN.md section 3).
+
+Positions 0 and 1 always start a patch. For i >= 1, byte i+1 starts a new patch when H_i > theta
+(global) or H_i - H_{i-1} > theta (monotonic), or when the patch holding byte i already has
+`max_patch_length` bytes. Static mode cuts fixed-length patches after the BOS patch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bltbench.model.config import PatchingConfig
+
+
+def starts_new_patch(config: PatchingConfig, i: int, entropies: Sequence[float], current_length: int) -> bool:
+    """Whether byte i+1 opens a new patch, given the entropies up to i and the open patch's length."""
+    if i == 0:
+        return True
+    if config.max_patch_length is not None and current_length >= config.max_patch_length:
+        return True
+    if config.mode == "static":
+        return current_length >= config.static_length
+    if config.monotonic:
+        return entropies[i] - entropies[i - 1] > config.threshold
+    return entropies[i] > config.threshold
+
+
+def patch_starts(config: PatchingConfig, entropies: Sequence[float], length: int) -> list[bool]:
+    """Start flags for positions 0..length: the last flag is the next, not yet generated, byte."""
+    flags = [True]
+    current = 1
+    for i in range(length):
+        new = starts_new_patch(config, i, entropies, current)
+        flags.append(new)
+        current = 1 if new else current + 1
+    return flags
+
+
+def lengths_from_starts(flags: Sequence[bool]) -> list[int]:
+    """Patch lengths over the positions the flags cover (the trailing next-byte flag excluded)."""
+    lengths: list[int] = []
+    for flag in flags:
+        if flag or not lengths:
+            lengths.append(1)
+        else:
+            lengths[-1] += 1
+    return lengths
+
+
+def patch_lengths(config: PatchingConfig, entropies: Sequence[float], length: int) -> list[int]:
+    """Lengths of the patches covering positions 0..length-1."""
+    return lengths_from_starts(patch_starts(config, entropies, length)[:length])
