@@ -7,18 +7,24 @@ from dataclasses import dataclass
 import torch
 
 from bltbench.errors import BltbenchError
-from bltbench.model.ids import BOE, BOS, PAD
+from bltbench.model.ids import BOE, BOS, EOS, PAD
 
 
 @dataclass
 class SamplingConfig:
-    """temperature 0 means greedy. `suppress_special` keeps BOE/BOS/PAD out of generated text."""
+    """temperature 0 means greedy. `suppress_special` keeps BOE/BOS/PAD out of generated text;
+    `suppress_eos` forces full-length outputs (benchmarks)."""
 
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None
     seed: int = 0
     suppress_special: bool = True
+    suppress_eos: bool = False
+
+    @property
+    def banned(self) -> list[int]:
+        return ([BOE, BOS, PAD] if self.suppress_special else []) + ([EOS] if self.suppress_eos else [])
 
     def validate(self) -> None:
         if self.temperature < 0:
@@ -43,8 +49,8 @@ class Sampler:
         """The distribution sampling draws from (after suppression, temperature, top-k, top-p)."""
         c = self.config
         logits = logits.float().clone()
-        if c.suppress_special:
-            logits[..., [BOE, BOS, PAD]] = float("-inf")
+        if c.banned:
+            logits[..., c.banned] = float("-inf")
         if c.greedy:
             probs = torch.zeros_like(logits)
             probs.scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
@@ -65,8 +71,8 @@ class Sampler:
     def sample(self, logits: torch.Tensor) -> int:
         """One id from logits [V]."""
         if self.config.greedy:
-            if self.config.suppress_special:
+            if self.config.banned:
                 logits = logits.clone()
-                logits[[BOE, BOS, PAD]] = float("-inf")
+                logits[self.config.banned] = float("-inf")
             return int(logits.argmax())
         return int(torch.multinomial(self.probs(logits), 1, generator=self.generator))

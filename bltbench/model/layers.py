@@ -18,11 +18,12 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Written out: on CPU, F.rms_norm is several times slower than these five ops.
-        if x.dtype == torch.float32:
-            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        # Written out from the vector norm: on CPU this runs several times faster than F.rms_norm
+        # or mean(x^2) on the one-position tensors of a decode step.
+        xf = x if x.dtype == torch.float32 else x.float()
+        norm = torch.linalg.vector_norm(xf, dim=-1, keepdim=True)
+        scaled = xf * torch.rsqrt(norm * norm * (1.0 / x.shape[-1]) + self.eps)
+        return (scaled if x.dtype == torch.float32 else scaled.type_as(x)) * self.weight
 
 
 def fused_weight(owner: nn.Module, *linears: nn.Linear) -> torch.Tensor:
@@ -33,7 +34,8 @@ def fused_weight(owner: nn.Module, *linears: nn.Linear) -> torch.Tensor:
     weights = [lin.weight for lin in linears]
     if torch.is_grad_enabled():
         return torch.cat(weights)
-    key = tuple((w.data_ptr(), w._version) for w in weights)
+    # Inference tensors (created under inference_mode) keep no version counter.
+    key = tuple((w.data_ptr(), -1 if w.is_inference() else w._version) for w in weights)
     if getattr(owner, "_fused_key", None) != key:
         owner._fused_weight = torch.cat(weights).detach()
         owner._fused_key = key

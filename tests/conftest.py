@@ -1,0 +1,60 @@
+"""Shared fixtures: small random models that run in milliseconds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from bltbench.model.blt import ByteLatentTransformer
+from bltbench.model.bundle import ModelBundle
+from bltbench.model.config import BLTConfig, EntropyModelConfig, PatchingConfig
+from bltbench.model.entropy import EntropyModel
+from bltbench.model.init import init_weights
+
+
+def micro_config(window: int | None = 24, threshold: float = 1.4, max_patch: int | None = 6) -> BLTConfig:
+    """A BLT small enough for exhaustive tests, with a short local window so tests cross it."""
+    return BLTConfig(
+        d_local=32,
+        n_heads_local=2,
+        n_layers_encoder=1,
+        n_layers_decoder=2,
+        d_global=64,
+        n_heads_global=4,
+        n_layers_global=2,
+        cross_attn_k=2,
+        hash_sizes=(3, 4, 5, 6, 7, 8),
+        hash_buckets=257,
+        local_window=window,
+        patching=PatchingConfig(threshold=threshold, max_patch_length=max_patch),
+        entropy=EntropyModelConfig(dim=32, n_layers=2, n_heads=2, window=window),
+    )
+
+
+def make_bundle(config: BLTConfig, seed: int = 0) -> ModelBundle:
+    blt = ByteLatentTransformer(config)
+    init_weights(blt, seed)
+    entropy = EntropyModel(config.entropy)
+    init_weights(entropy, seed + 1)
+    # A sharper entropy head spreads entropies out, so thresholds cut patches of many lengths.
+    with torch.no_grad():
+        entropy.output.weight.mul_(6.0)
+    return ModelBundle(config, blt.eval(), entropy.eval(), f"micro:{seed}", "random")
+
+
+@pytest.fixture(scope="session")
+def micro() -> ModelBundle:
+    return make_bundle(micro_config())
+
+
+@pytest.fixture(scope="session")
+def micro_variants() -> list[ModelBundle]:
+    """Different seeds, windows and patching rules."""
+    return [
+        make_bundle(micro_config(), seed=1),
+        make_bundle(micro_config(window=None, max_patch=None), seed=2),
+        make_bundle(dataclasses.replace(micro_config(), patching=PatchingConfig(threshold=0.3, monotonic=True, max_patch_length=8)), seed=3),
+        make_bundle(dataclasses.replace(micro_config(), patching=PatchingConfig(mode="static", static_length=3)), seed=4),
+    ]
