@@ -1,0 +1,116 @@
+"""Loading every checkpoint format, and the one-line errors for broken ones."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bltbench.decoding.blt import recompute_logits
+from bltbench.errors import BltbenchError
+from bltbench.model.checkpoint import load_model, random_bundle, save_bundle
+from bltbench.model.ids import encode_prompt
+
+IDS = encode_prompt(b"A checkpoint must give back the same logits.")
+
+
+def logits(bundle):
+    return recompute_logits(bundle.blt, bundle.entropy, bundle.config.patching, IDS)
+
+
+def test_random_spec_is_deterministic_and_seeded():
+    a, b, c = load_model("random:tiny"), load_model("random:tiny:0"), load_model("random:tiny:5")
+    assert torch.equal(logits(a), logits(b))
+    assert not torch.allclose(logits(a), logits(c))
+
+
+def test_bltbench_folder_roundtrip(tmp_path, micro):
+    save_bundle(micro, tmp_path / "fp32", dtype=torch.float32)
+    loaded = load_model(str(tmp_path / "fp32"))
+    assert loaded.format == "bltbench" and loaded.config == micro.config
+    assert torch.equal(logits(loaded), logits(micro))
+    save_bundle(micro, tmp_path / "bf16")  # the default: 16-bit on disk, fp32 in memory
+    assert torch.allclose(logits(load_model(str(tmp_path / "bf16"))), logits(micro), atol=0.2)
+
+
+def test_official_folder_loads(tmp_path, micro):
+    c = micro.config
+    torch.save({"model": micro.blt.state_dict()}, tmp_path / "consolidated.pth")
+    params = {
+        "model": {
+            "dim_global": c.d_global, "n_layers_global": c.n_layers_global, "n_heads_global": c.n_heads_global,
+            "dim_local_encoder": c.d_local, "dim_local_decoder": c.d_local,
+            "n_layers_local_encoder": c.n_layers_encoder, "n_layers_local_decoder": c.n_layers_decoder,
+            "n_heads_local_encoder": c.n_heads_local, "n_heads_local_decoder": c.n_heads_local,
+            "cross_attn_k": c.cross_attn_k, "cross_attn_nheads": c.n_cross_heads,
+            "cross_attn_decoder": True, "cross_attn_all_layers_decoder": True,
+            "encoder_hash_byte_group_size": list(c.hash_sizes), "encoder_hash_byte_group_vocab": c.hash_buckets,
+            "encoder_hash_byte_group_nb_functions": 1, "local_attention_window_len": c.local_window,
+            "rope_theta": c.rope_theta, "multiple_of": 256, "ffn_dim_multiplier": 1.0,
+        },
+        "data": {"patcher_args": {"threshold": c.patching.threshold, "max_patch_length": c.patching.max_patch_length}},
+    }
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    (tmp_path / "entropy_model").mkdir()
+    torch.save({"model": micro.entropy.state_dict()}, tmp_path / "entropy_model" / "consolidated.pth")
+    e = c.entropy
+    (tmp_path / "entropy_model" / "params.json").write_text(json.dumps(
+        {"entropy_model": {"dim": e.dim, "n_layers": e.n_layers, "n_heads": e.n_heads, "sliding_window": e.window,
+                           "ffn_dim_multiplier": 1.0, "max_seqlen": 8192, "vocab_size": 260}}))
+    loaded = load_model(str(tmp_path))
+    assert loaded.format == "official"
+    assert torch.equal(logits(loaded), logits(micro))
+
+
+def test_missing_component_is_named(tmp_path, micro):
+    bundle = random_bundle("tiny")
+    bundle.entropy = None
+    save_bundle(bundle, tmp_path / "no_entropy")
+    loaded = load_model(str(tmp_path / "no_entropy"))
+    with pytest.raises(BltbenchError, match="no entropy model"):
+        loaded.require_entropy()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: (d / "blt.safetensors").write_bytes(b"\x00garbage"), "corrupt or unreadable"),
+        (lambda d: (d / "bltbench.json").write_text("{not json"), "cannot read"),
+        (lambda d: _edit_config(d, d_local=48, n_heads_local=2), "does not match its config"),
+        (lambda d: _edit_config(d, bogus_field=1), "unknown model config fields"),
+        (lambda d: (d / "blt.safetensors").unlink(), "corrupt or unreadable"),
+    ],
+)
+def test_broken_bundles_fail_with_one_clear_error(tmp_path, micro, damage, message):
+    folder = save_bundle(micro, tmp_path / "m")
+    damage(folder)
+    with pytest.raises(BltbenchError, match=message) as info:
+        load_model(str(folder))
+    assert "\n" not in str(info.value)
+
+
+def _edit_config(folder, **changes):
+    manifest = json.loads((folder / "bltbench.json").read_text())
+    manifest["config"].update(changes)
+    (folder / "bltbench.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("random:nope", "unknown preset"),
+    ("random:tiny:x", "bad seed"),
+    ("/definitely/not/here", "not found"),
+])
+def test_bad_model_specs(spec, message):
+    with pytest.raises(BltbenchError, match=message):
+        load_model(spec)
+
+
+def test_official_and_large_presets_are_only_dimensions():
+    from bltbench.model.config import preset
+
+    one_b, seven_b = preset("blt-1b"), preset("blt-7b")
+    assert (one_b.d_global, one_b.n_layers_global, one_b.d_local, one_b.n_layers_decoder) == (2048, 25, 1024, 9)
+    assert (seven_b.d_global, seven_b.d_patch, seven_b.hidden_ffn_global, seven_b.hidden_ffn_local) == (4096, 5120, 11008, 3584)
+    tiny = preset("tiny")
+    assert tiny.n_layers_encoder == 1 < tiny.n_layers_decoder and tiny.d_global == tiny.d_patch == 2 * tiny.d_local

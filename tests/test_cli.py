@@ -1,0 +1,116 @@
+"""The command line: JSON output, and bad input ending in one error line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from bltbench.cli.app import main
+from bltbench.model.checkpoint import save_bundle
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def test_generate_json_fields(capsys):
+    code, out, err = run_cli(capsys, "generate", "--model", "random:tiny", "--prompt", "Hello, bytes",
+                             "--max-bytes", "24", "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    raw = bytes.fromhex(record["output_hex"])
+    assert record["bytes_generated"] == len(raw) <= 24
+    assert record["output"] == raw.decode("utf-8", errors="replace")
+    assert sum(record["patches"]) == 1 + len(b"Hello, bytes") + len(raw)
+    assert record["patches"][0] == 1
+
+
+def test_generate_recompute_and_prompt_file_agree(capsys, tmp_path):
+    prompt = tmp_path / "p.txt"
+    prompt.write_bytes("Grüße\n".encode())
+    outs = []
+    for extra in ([], ["--recompute"]):
+        code, out, err = run_cli(capsys, "generate", "--model", "random:tiny", "--prompt-file", str(prompt),
+                                 "--max-bytes", "16", "--json", *extra)
+        assert code == 0, err
+        outs.append(json.loads(out)["output_hex"])
+    assert outs[0] == outs[1]
+
+
+def _mismatched(tmp_path, micro):
+    folder = save_bundle(micro, tmp_path / "bad")
+    manifest = json.loads((folder / "bltbench.json").read_text())
+    manifest["config"]["n_layers_decoder"] = 3
+    (folder / "bltbench.json").write_text(json.dumps(manifest))
+    return str(folder)
+
+
+def _corrupt(tmp_path, micro):
+    folder = save_bundle(micro, tmp_path / "corrupt")
+    (folder / "entropy.safetensors").write_bytes(b"not a tensor file")
+    return str(folder)
+
+
+def _non_utf8(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("café".encode("latin-1"))
+    return str(path)
+
+
+def _empty_file(tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_bytes(b"")
+    return str(path)
+
+
+CASES = {
+    "unknown preset": (lambda t, m: ["--model", "random:huge", "--prompt", "x"], "unknown preset"),
+    "missing folder": (lambda t, m: ["--model", str(t / "nowhere"), "--prompt", "x"], "not found"),
+    "mismatched checkpoint": (lambda t, m: ["--model", _mismatched(t, m), "--prompt", "x"], "does not match"),
+    "corrupt checkpoint": (lambda t, m: ["--model", _corrupt(t, m), "--prompt", "x"], "corrupt"),
+    "empty prompt": (lambda t, m: ["--model", "random:tiny", "--prompt", ""], "empty"),
+    "empty prompt file": (lambda t, m: ["--model", "random:tiny", "--prompt-file", _empty_file(t)], "empty"),
+    "non-UTF-8 prompt file": (lambda t, m: ["--model", "random:tiny", "--prompt-file", _non_utf8(t)], "UTF-8"),
+    "negative budget": (lambda t, m: ["--model", "random:tiny", "--prompt", "x", "--max-bytes", "-1"], ">= 0"),
+    "unknown method": (lambda t, m: ["--model", "random:tiny", "--prompt", "x", "--method", "blt-x"], "unknown method"),
+    "bad top-p": (lambda t, m: ["--model", "random:tiny", "--prompt", "x", "--top-p", "1.5"], "top-p"),
+    "not a number": (lambda t, m: ["--model", "random:tiny", "--prompt", "x", "--max-bytes", "many"], "max-bytes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_error_line(capsys, tmp_path, micro, case):
+    build, fragment = CASES[case]
+    code, out, err = run_cli(capsys, "generate", *build(tmp_path, micro))
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\xfd")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bltbench.cli.app", "generate", "--model", "random:tiny", "--prompt-file", str(bad)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error: prompt file") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bench_decode_runs_both_modes_side_by_side(capsys):
+    code, out, err = run_cli(capsys, "bench", "decode", "--model", "random:tiny", "--lengths", "4,8",
+                             "--prompt", "short prompt")
+    assert code == 0, err
+    assert "cached / recompute" in out and "per-byte cost" in out
+    rows = [line for line in out.splitlines() if re.match(r"│\s+(4|8) │", line)]
+    assert len(rows) == 2 and all("yes" in r for r in rows), out
