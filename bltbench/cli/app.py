@@ -84,15 +84,16 @@ def bench_decode(
     model: str = typer.Option("random:tiny", "--model"),
     lengths: str = typer.Option("64,256,1024", "--lengths", help="Comma-separated numbers of new bytes."),
     recompute_max: int = typer.Option(1024, "--recompute-max", help="Skip recompute above this many bytes."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt text (default: two news sentences)."),
+    prompts: str = typer.Option("short,few-shot", "--prompts", help="Built-in prompts to run: short, few-shot."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="A prompt of your own instead of the built-in ones."),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """Cached vs --recompute BLT decoding: bytes/s and ratios at several lengths."""
+    """Cached vs --recompute BLT decoding: bytes/s and ratios at several lengths (greedy, EOS suppressed)."""
     from rich.console import Console
     from rich.table import Table
 
     from bltbench.cli.prompts import read_prompt
-    from bltbench.instrumentation.bench import DEFAULT_PROMPT, decode_benchmark
+    from bltbench.instrumentation.bench import PROMPTS, decode_benchmark
     from bltbench.model.checkpoint import load_model
 
     try:
@@ -101,29 +102,37 @@ def bench_decode(
         raise BltbenchError(f"--lengths must be comma-separated integers, got {lengths!r}") from None
     if not sizes or min(sizes) < 1:
         raise BltbenchError("--lengths needs at least one positive length")
-    data = read_prompt(prompt if prompt is not None else DEFAULT_PROMPT, None)
+    if prompt is not None:
+        chosen = {"custom": read_prompt(prompt, None)}
+    else:
+        names = [n.strip() for n in prompts.split(",") if n.strip()]
+        unknown = [n for n in names if n not in PROMPTS]
+        if unknown or not names:
+            raise BltbenchError(f"unknown prompt set {', '.join(unknown) or prompts!r} (choose from {', '.join(PROMPTS)})")
+        chosen = {n: PROMPTS[n].encode() for n in names}
     dev = _device(device)
     bundle = load_model(model, dev)
     console = Console()
-    with console.status("benchmarking") as status:
-        rows = decode_benchmark(bundle, sizes, data, recompute_max, dev, progress=lambda m: status.update(m))
-    table = Table(title=f"BLT decode, {bundle.source}, {dev}, prompt {len(data)} bytes (greedy)")
-    for col in ("new bytes", "cached B/s", "recompute B/s", "cached / recompute", "same output"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(
-            str(r.new_bytes),
-            f"{r.cached_bytes_per_s:.1f}",
-            "-" if r.recompute_bytes_per_s is None else f"{r.recompute_bytes_per_s:.1f}",
-            "-" if r.speedup is None else f"{r.speedup:.1f}x",
-            "-" if r.same_output is None else ("yes" if r.same_output else "NO"),
+    for name, data in chosen.items():
+        with console.status(f"benchmarking ({name} prompt)") as status:
+            rows = decode_benchmark(bundle, sizes, data, recompute_max, dev, progress=lambda m: status.update(m))
+        table = Table(title=f"BLT decode, {bundle.source}, {dev}, {name} prompt ({len(data)} bytes)")
+        for col in ("new bytes", "cached B/s", "recompute B/s", "cached / recompute", "same output"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            table.add_row(
+                str(r.new_bytes),
+                f"{r.cached_bytes_per_s:.1f}",
+                "-" if r.recompute_bytes_per_s is None else f"{r.recompute_bytes_per_s:.1f}",
+                "-" if r.speedup is None else f"{r.speedup:.1f}x",
+                "-" if r.same_output is None else ("yes" if r.same_output else "NO"),
+            )
+        console.print(table)
+        first, last = rows[0], rows[-1]
+        console.print(
+            f"per-byte cost, {name} prompt: cached B/s at {last.new_bytes} / at {first.new_bytes} = "
+            f"{last.cached_bytes_per_s / first.cached_bytes_per_s:.2f}"
         )
-    console.print(table)
-    first, last = rows[0], rows[-1]
-    console.print(
-        f"per-byte cost: cached B/s at {last.new_bytes} / at {first.new_bytes} = "
-        f"{last.cached_bytes_per_s / first.cached_bytes_per_s:.2f}"
-    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,11 +10,26 @@ from bltbench.instrumentation.timing import timed
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.ids import encode_prompt
 
-# A realistic prompt: two news sentences, as a FLORES-style context would start.
-DEFAULT_PROMPT = (
+# Two prompts of the shapes the paper's tasks use: a short news context (148 bytes), and a 4-shot
+# French -> English translation prompt (886 bytes, sentences written for bltbench) like FLORES 4-shot.
+SHORT_PROMPT = (
     "On Monday, scientists from the Stanford University School of Medicine announced the invention of a "
     "new diagnostic tool that can sort cells by type. "
 )
+_SHOTS = (
+    ("Le conseil municipal a approuvé lundi le nouveau budget pour la rénovation des écoles de la ville.",
+     "On Monday the city council approved the new budget for renovating the town's schools."),
+    ("Les chercheurs ont découvert que les abeilles reconnaissent les visages humains après un court entraînement.",
+     "Researchers found that bees recognise human faces after a short period of training."),
+    ("Le train de nuit entre Paris et Vienne reprendra son service au printemps prochain.",
+     "The night train between Paris and Vienna will resume service next spring."),
+    ("Selon la météo, de fortes pluies sont attendues dans tout le nord du pays ce week-end.",
+     "According to the forecast, heavy rain is expected across the north of the country this weekend."),
+)
+FEW_SHOT_PROMPT = "".join(f"French: {fr}\nEnglish: {en}\n\n" for fr, en in _SHOTS) + (
+    "French: La bibliothèque restera ouverte tard pendant la période des examens.\nEnglish:"
+)
+PROMPTS = {"short": SHORT_PROMPT, "few-shot": FEW_SHOT_PROMPT}
 
 
 @dataclass
@@ -34,7 +49,7 @@ class DecodeRow:
 def decode_benchmark(
     bundle: ModelBundle,
     lengths: list[int],
-    prompt: bytes = DEFAULT_PROMPT.encode(),
+    prompt: bytes = SHORT_PROMPT.encode(),
     recompute_max: int | None = None,
     device: str = "cpu",
     progress=None,
