@@ -32,8 +32,9 @@ def _device(device: str) -> str:
 @app.command("generate")
 def generate_cmd(
     model: str = typer.Option(..., "--model", help="random:PRESET[:SEED], a bundled model name, or a checkpoint folder."),
-    method: str = typer.Option("blt", "--method", help="Decoding method."),
+    method: str = typer.Option("blt", "--method", help="blt, blt-s (with --k), or blt-s-K."),
     recompute: bool = typer.Option(False, "--recompute", help="Official-style: re-patch and rerun the whole model per byte."),
+    k: Optional[int] = typer.Option(None, "--k", help="BLT-S draft length (default 8)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt text (UTF-8)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt's raw bytes from a file."),
     max_bytes: int = typer.Option(256, "--max-bytes", help="Byte budget; generation also stops at EOS."),
@@ -41,42 +42,43 @@ def generate_cmd(
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
     top_k: Optional[int] = typer.Option(None, "--top-k"),
     top_p: Optional[float] = typer.Option(None, "--top-p"),
+    project: Optional[str] = typer.Option(None, "--project", help="Also price the NFE trace as these presets (comma-separated, e.g. blt-1b,blt-7b)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Generate bytes from a prompt."""
+    """Generate bytes from a prompt, metered."""
     from bltbench.cli.prompts import read_prompt
-    from bltbench.decoding.methods import MethodSpec, generate
-    from bltbench.decoding.sampling import Sampler, SamplingConfig
-    from bltbench.instrumentation.timing import timed
+    from bltbench.decoding.methods import parse_method
+    from bltbench.decoding.sampling import SamplingConfig
+    from bltbench.instrumentation.measure import measure
+    from bltbench.instrumentation.params import profile
     from bltbench.model.checkpoint import load_model
     from bltbench.model.ids import encode_prompt
 
-    spec = MethodSpec(method, recompute)
-    spec.validate()
+    spec = parse_method(method, k, recompute)
     if max_bytes < 0:
         raise BltbenchError(f"--max-bytes must be >= 0, got {max_bytes}")
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     sampling.validate()
+    projections = _projections(project)
     data = read_prompt(prompt, prompt_file)
     dev = _device(device)
     bundle = load_model(model, dev)
-    result, wall = timed(lambda: generate(spec, bundle, encode_prompt(data), max_bytes, Sampler(sampling, dev)), dev)
+    result = measure(spec, bundle, encode_prompt(data), max_bytes, sampling, dev, projections)
     if as_json:
-        record = {
-            "model": bundle.source,
-            "method": method,
-            "recompute": recompute,
-            "output": result.text,
-            "output_hex": result.output_bytes.hex(),
-            "bytes_generated": len(result.output_bytes),
-            "stopped_at_eos": result.stopped_at_eos,
-            "patches": result.patch_lengths,
-            "wall_s": wall,
-        }
+        record = {"model": bundle.source, "recompute": recompute, **result.to_json()}
         typer.echo(json.dumps(record, ensure_ascii=False))
     else:
-        sys.stdout.write(result.text + "\n")
+        sys.stdout.write(result.generation.text + "\n")
+
+
+def _projections(project: str | None) -> tuple[str, ...]:
+    from bltbench.instrumentation.params import profile
+
+    names = tuple(n.strip() for n in (project or "").split(",") if n.strip())
+    for name in names:
+        profile(name)  # fails with one line on an unknown name
+    return names
 
 
 @bench_app.command("decode")

@@ -10,6 +10,7 @@ i.e. as soon as the entropy at its last byte says the next byte opens a new patc
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -19,8 +20,20 @@ from bltbench.model.entropy import EntropyModel, entropy_nats
 from bltbench.model.ids import BOE
 from bltbench.model.patching import starts_new_patch
 
-# (component, positions processed, cache length before the call)
-CallObserver = Callable[[str, int, int], None]
+ROLES = ("prefill", "step", "draft", "verify")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One function evaluation of one component, as an observer sees it."""
+
+    component: str  # entropy | encoder | global | decoder
+    role: str  # prefill | step | draft | verify
+    positions: int  # new positions processed (patches, for the global model)
+    cache_length: int  # cached positions the call attends to (after the local window)
+
+
+CallObserver = Callable[[Call], None]
 
 
 class IncrementalBLT:
@@ -37,12 +50,14 @@ class IncrementalBLT:
         self.entropy_model = entropy_model if patching.mode == "entropy" else None
         self.patching = patching
         self.observer = observer
+        self.role = "prefill"  # set by the decoding method; observers see it on every call
         c = model.config
         self.k = c.cross_attn_k
         self.hash_context = max(c.hash_sizes) - 1
         self.device = model.local_decoder.output.weight.device
         self.dtype = model.local_decoder.output.weight.dtype
         self.ids: list[int] = []
+        self.draft_ids: list[int] = []  # drafted positions beyond the committed ones (BLT-S)
         self.entropies: list[float] = []
         self.starts: list[bool] = []  # one flag per position, plus the next (ungenerated) one
         self.n_starts: list[int] = []  # running count of start flags, aligned with `starts`
@@ -58,9 +73,10 @@ class IncrementalBLT:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _observe(self, component: str, positions: int, cache_length: int) -> None:
+    def _observe(self, component: str, positions: int, start: int, window: int | None) -> None:
         if self.observer is not None:
-            self.observer(component, positions, cache_length)
+            visible = start if window is None else min(start, window - 1)
+            self.observer(Call(component, self.role, positions, visible))
 
     def patch_lengths(self) -> list[int]:
         """Lengths of the patches over the committed positions."""
@@ -73,19 +89,16 @@ class IncrementalBLT:
         t = len(new_ids)
         if t == 0:
             raise ValueError("extend needs at least one id")
+        if self.draft_ids:
+            raise ValueError("discard the draft before extending")
         p0 = len(self.ids)
         ids = torch.tensor([list(new_ids)], dtype=torch.long, device=self.device)
         self._extend_entropy(ids)
         self.ids.extend(new_ids)
         self._extend_patches(p0)
 
-        history = self._hash_history(p0)
-        self._observe("encoder", t, p0)
-        h = self.model.local_encoder(self.model.embed(ids, history), p0, self.enc_cache)
-        self._store_states(p0, h)
+        h = self._encode(ids, p0)
         self._complete_patches()
-
-        self._observe("decoder", t, p0)
         dec = [self.n_starts[p + 1] - 2 for p in range(p0, p0 + t)]
         if t == 1:
             a, b = dec[0] * self.k, dec[0] * self.k + self.k
@@ -95,19 +108,50 @@ class IncrementalBLT:
             slot_patch = torch.arange(self.n_latents, device=self.device).repeat_interleave(self.k)
             want = torch.tensor(dec, device=self.device)
             mask = (want[:, None] == slot_patch[None, :])[None, None]
+        return self._decode(h, p0, a, b, mask)
+
+    def _encode(self, ids: torch.Tensor, p0: int) -> torch.Tensor:
+        self._observe("encoder", ids.shape[1], p0, self.model.config.local_window)
+        h = self.model.local_encoder(self.model.embed(ids, self._hash_history(p0)), p0, self.enc_cache)
+        self._store_states(p0, h)
+        return h
+
+    def _decode(self, h: torch.Tensor, p0: int, a: int, b: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """Decoder over positions from p0, cross-attending to latent slots [a, b) under `mask`."""
+        self._observe("decoder", h.shape[1], p0, self.model.config.local_window)
         cache = self.latent_cache
 
         def cross_kv(i: int):
             return cache.keys[i][:, :, a:b], cache.values[i][:, :, a:b]
 
-        logits = self.model.local_decoder(h, cross_kv, mask, p0, self.dec_cache)
-        return logits[0].float()
+        return self.model.local_decoder(h, cross_kv, mask, p0, self.dec_cache)[0].float()
+
+    # -- drafting (BLT-S) ----------------------------------------------------------------------
+    def draft(self, ids: Sequence[int]) -> torch.Tensor:
+        """Encoder + decoder over positions after the committed ones (and earlier drafts), every
+        decoder position reading the last known latent, patch boundaries ignored. Nothing is
+        committed: `discard_draft` rolls the encoder and decoder caches back."""
+        if self.n_latents == 0:
+            raise ValueError("drafting needs a latent: extend with the prompt first")
+        p0 = len(self.ids) + len(self.draft_ids)
+        if p0 and self.enc_cache.length != p0:
+            raise ValueError("draft positions must follow the committed ones")
+        self.draft_ids.extend(ids)
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+        h = self._encode(x, p0)
+        j = self.n_latents - 1
+        return self._decode(h, p0, j * self.k, (j + 1) * self.k, None)
+
+    def discard_draft(self) -> None:
+        self.draft_ids.clear()
+        self.enc_cache.truncate(len(self.ids))
+        self.dec_cache.truncate(len(self.ids))
 
     def _extend_entropy(self, ids: torch.Tensor) -> None:
         if self.entropy_model is None:
             self.entropies.extend([0.0] * ids.shape[1])
             return
-        self._observe("entropy", ids.shape[1], self.ent_cache.length)
+        self._observe("entropy", ids.shape[1], self.ent_cache.length, self.entropy_model.config.window)
         logits = self.entropy_model(ids, self.ent_cache)
         self.entropies.extend(entropy_nats(logits[0]).tolist())
 
@@ -127,7 +171,11 @@ class IncrementalBLT:
 
     def _hash_history(self, p0: int) -> torch.Tensor:
         ctx = self.hash_context
-        prev = self.ids[max(0, p0 - ctx) : p0]
+        if self.draft_ids:  # the committed tail followed by the drafted ids
+            offset = max(0, len(self.ids) - ctx)
+            prev = (self.ids[offset:] + self.draft_ids)[max(0, p0 - ctx) - offset : p0 - offset]
+        else:
+            prev = self.ids[max(0, p0 - ctx) : p0]
         prev = [BOE] * (ctx - len(prev)) + prev
         return torch.tensor([prev], dtype=torch.long, device=self.device)
 
@@ -151,7 +199,7 @@ class IncrementalBLT:
             torch.arange(last - first, device=self.device), torch.tensor(lengths, device=self.device)
         )[None]
         slots = self.model.local_encoder.pool(self.enc_states[:, a:b], patch_ids, last - first)
-        self._observe("global", last - first, self.glob_cache.length)
+        self._observe("global", last - first, self.glob_cache.length, None)
         latents = self.model.global_transformer(slots, first, self.glob_cache)
         kv = self.model.local_decoder.latent_kv(latents)
         self.latent_cache.reserve((last) * self.k)

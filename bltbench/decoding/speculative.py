@@ -1,0 +1,113 @@
+"""BLT-S: self-speculation (DESIGN.md section 5).
+
+Each round starts from a pending byte (committed, not yet run). The local encoder + decoder draft k
+bytes autoregressively, every position reading the last known latent and ignoring patch boundaries.
+One verification pass runs the full model (entropy, encoder, global, decoder) over the pending byte and
+the k drafts; the longest agreeing prefix is accepted plus the verifier's next byte, so a round commits
+1..k+1 bytes, and every cache is rolled back to what was accepted. Greedy output equals BLT greedy.
+Sampling uses the standard rejection rule, which keeps BLT's output distribution.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bltbench.decoding.blt import prefill
+from bltbench.decoding.result import Generation
+from bltbench.decoding.sampling import Sampler
+from bltbench.model.blt import ByteLatentTransformer
+from bltbench.model.config import PatchingConfig
+from bltbench.model.entropy import EntropyModel
+from bltbench.model.ids import EOS
+from bltbench.model.incremental import CallObserver, IncrementalBLT
+from bltbench.model.patching import lengths_from_starts
+
+
+def accept_greedy(drafts: list[int], verify_logits: torch.Tensor, sampler: Sampler) -> tuple[int, int]:
+    """(number of drafts accepted, the verifier's next byte) under greedy decoding."""
+    for i, d in enumerate(drafts):
+        choice = sampler.sample(verify_logits[i])
+        if choice != d:
+            return i, choice
+    return len(drafts), sampler.sample(verify_logits[len(drafts)])
+
+
+def accept_sampling(
+    drafts: list[int], draft_probs: list[torch.Tensor], verify_probs: torch.Tensor, generator: torch.Generator
+) -> tuple[int, int]:
+    """The rejection rule: accept draft d with probability min(1, p(d) / q(d)); on the first rejection
+    draw from norm(max(0, p - q)); if every draft stands, draw the bonus byte from p."""
+    for i, (d, q) in enumerate(zip(drafts, draft_probs)):
+        p = verify_probs[i]
+        if float(torch.rand((), generator=generator)) * float(q[d]) < float(p[d]):
+            continue
+        residual = torch.clamp(p - q, min=0.0)
+        total = float(residual.sum())
+        dist = residual / total if total > 0 else p
+        return i, int(torch.multinomial(dist, 1, generator=generator))
+    return len(drafts), int(torch.multinomial(verify_probs[len(drafts)], 1, generator=generator))
+
+
+@torch.inference_mode()
+def generate_speculative(
+    model: ByteLatentTransformer,
+    entropy_model: EntropyModel | None,
+    patching: PatchingConfig,
+    prompt_ids: list[int],
+    max_bytes: int,
+    sampler: Sampler,
+    k: int,
+    observer: CallObserver | None = None,
+) -> Generation:
+    if k < 1:
+        raise ValueError(f"BLT-S needs k >= 1, got {k}")
+    state = IncrementalBLT(model, entropy_model, patching, observer)
+    prefill(state, prompt_ids)
+    greedy = sampler.config.greedy
+    out: list[int] = []
+    committed_per_verify: list[int] = []
+    eos = False
+    pending = prompt_ids[-1]
+    while len(out) < max_bytes and not eos:
+        base = len(state)  # position of the pending byte
+        budget = min(k, max_bytes - len(out) - 1)  # never draft past what the budget can keep
+        drafts: list[int] = []
+        draft_probs: list[torch.Tensor] = []
+        state.role = "draft"
+        x = pending
+        for _ in range(budget):
+            logits = state.draft([x])[-1]
+            if greedy:
+                x = sampler.sample(logits)
+            else:
+                q = sampler.probs(logits)
+                x = int(torch.multinomial(q, 1, generator=sampler.generator))
+                draft_probs.append(q)
+            drafts.append(x)
+            if x == EOS:
+                break
+        state.discard_draft()
+        state.role = "verify"
+        verify_logits = state.extend([pending] + drafts)
+        if greedy:
+            accepted, bonus = accept_greedy(drafts, verify_logits, sampler)
+        else:
+            accepted, bonus = accept_sampling(drafts, draft_probs, sampler.probs(verify_logits), sampler.generator)
+        state.truncate(base + 1 + accepted)
+        new = drafts[:accepted] + [bonus]
+        committed = 0
+        for byte in new:
+            if byte == EOS:
+                eos = True
+                break
+            out.append(byte)
+            committed += 1
+            if len(out) == max_bytes:
+                break
+        committed_per_verify.append(committed)
+        pending = bonus
+    # The pending byte was never run; its patch flag is already known from the byte before it.
+    starts = state.starts[: len(prompt_ids) + len(out)]
+    extras = {"accepted_per_verify": sum(committed_per_verify) / max(1, len(committed_per_verify)),
+              "verify_rounds": len(committed_per_verify)}
+    return Generation(list(prompt_ids), out, eos, lengths_from_starts(starts), extras)
