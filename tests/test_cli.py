@@ -114,3 +114,42 @@ def test_bench_decode_runs_both_modes_side_by_side(capsys):
     assert "cached / recompute" in out and "per-byte cost" in out
     rows = [line for line in out.splitlines() if re.match(r"│\s+(4|8) │", line)]
     assert len(rows) == 2 and all("yes" in r for r in rows), out
+
+
+def test_generate_json_reports_meter_fields(capsys):
+    code, out, err = run_cli(capsys, "generate", "--model", "random:tiny", "--prompt", "Speculate", "--method", "blt-s",
+                             "--k", "4", "--max-bytes", "20", "--json", "--project", "blt-1b")
+    assert code == 0, err
+    r = json.loads(out)
+    assert set(r["nfe"]) == {"entropy", "encoder", "global", "decoder"} and r["nfe"]["decoder"] >= 1
+    assert r["prefill"]["decoder"] == 1
+    assert r["bandwidth_gb_kv"] > r["bandwidth_gb_ext"] > 0 and r["bandwidth_gb"] > 0
+    assert r["bytes_read_per_byte"] == pytest.approx(r["bandwidth_gb_ext"] * 1e9 / r["bytes_generated"])
+    assert r["accepted_per_verify"] >= 1 and r["wall_s"] > 0
+    assert r["projected"]["blt-1b"]["bandwidth_gb"] > 100 * r["bandwidth_gb"]
+
+
+def test_compare_table_and_files(capsys, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("First prompt\nSecond prompt, a little longer\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "compare", "--model", "random:tiny", "--methods", "blt,blt-s-4", "--prompts",
+                             str(prompts), "--max-bytes", "12", "--project", "blt-1b", "--csv", str(tmp_path / "t.csv"),
+                             "--json", str(tmp_path / "t.json"))
+    assert code == 0, err
+    records = json.loads((tmp_path / "t.json").read_text())
+    by_method = {r["method"]: r for r in records}
+    assert set(by_method) == {"blt", "blt-s-4"}
+    assert by_method["blt-s-4"]["exact_match"] == 1.0 and by_method["blt"]["reduction"] == pytest.approx(0.0)
+    assert by_method["blt"]["nfe_per_byte_decoder"] == pytest.approx(1.0, abs=0.1)
+    assert "blt-1b_gb_per_byte" in by_method["blt"]
+    assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("method,")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--methods", "blt,blt-q"], "unknown method"),
+    (["--methods", "blt-s-0"], "draft length"),
+    (["--project", "blt-99b"], "unknown pricing profile"),
+])
+def test_compare_bad_input(capsys, args, fragment):
+    code, out, err = run_cli(capsys, "compare", "--model", "random:tiny", "--max-bytes", "4", *args)
+    assert code == 2 and err.startswith("error: ") and fragment in err

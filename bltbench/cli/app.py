@@ -17,6 +17,13 @@ bench_app = typer.Typer(no_args_is_help=True, help="Speed benchmarks, measured s
 app.add_typer(bench_app, name="bench")
 
 
+def _console():
+    """Rich console; wide when piped, so tables are not cut to 80 columns."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
 def _device(device: str) -> str:
     import torch
 
@@ -81,6 +88,84 @@ def _projections(project: str | None) -> tuple[str, ...]:
     return names
 
 
+@app.command("compare")
+def compare_cmd(
+    model: str = typer.Option(..., "--model"),
+    methods: str = typer.Option("blt,blt-s-8,blt-s-16", "--methods", help="Comma-separated: blt, blt-s-K."),
+    prompts_file: Optional[Path] = typer.Option(None, "--prompts", help="One prompt per line, or JSONL with 'prompt'."),
+    max_bytes: int = typer.Option(128, "--max-bytes"),
+    temperature: float = typer.Option(0.0, "--temperature"),
+    top_p: Optional[float] = typer.Option(None, "--top-p"),
+    seed: int = typer.Option(0, "--seed"),
+    project: Optional[str] = typer.Option(None, "--project", help="Also price as these presets, e.g. blt-1b,blt-7b."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the table as CSV."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Run several methods on the same prompts and compare NFEs, bandwidth, exact match and speed."""
+    from bltbench.decoding.sampling import SamplingConfig
+    from bltbench.instrumentation.compare import DEFAULT_PROMPTS, compare, parse_methods, read_prompts
+    from bltbench.model.checkpoint import load_model
+
+    specs = parse_methods(methods)
+    if max_bytes < 1:
+        raise BltbenchError(f"--max-bytes must be >= 1, got {max_bytes}")
+    sampling = SamplingConfig(temperature=temperature, top_p=top_p, seed=seed)
+    sampling.validate()
+    projections = _projections(project)
+    prompts = read_prompts(prompts_file) if prompts_file is not None else list(DEFAULT_PROMPTS)
+    dev = _device(device)
+    bundle = load_model(model, dev)
+    console = _console()
+    with console.status("comparing") as status:
+        rows = compare(bundle, specs, prompts, max_bytes, sampling, dev, projections, status.update)
+    console.print(_compare_table(rows, bundle.source, len(prompts), max_bytes, projections))
+    _write_rows(rows, csv_path, json_path, console)
+
+
+def _compare_table(rows, source: str, n_prompts: int, max_bytes: int, projections: tuple[str, ...]):
+    from rich.table import Table
+
+    def fmt(value, spec: str, none: str = "-") -> str:
+        return none if value is None else format(value, spec)
+
+    table = Table(title=f"{source}: {n_prompts} prompts, up to {max_bytes} bytes each")
+    for col in ("method", "bytes", "NFE/B ent", "NFE/B enc", "NFE/B glob", "NFE/B dec", "MB/B paper",
+                "MB/B ext", "MB/B +KV", "vs blt", "exact", "B/s", "B/verify"):
+        table.add_column(col, justify="right")
+    for name in projections:
+        table.add_column(f"GB/B {name}", justify="right")
+        table.add_column(f"vs blt {name}", justify="right")
+    for r in rows:
+        cells = [r.method, str(r.bytes)] + [fmt(r.nfe_per_byte[c], ".3f") for c in ("entropy", "encoder", "global", "decoder")]
+        cells += [fmt(r.gb_per_byte * 1e3, ".3f"), fmt(r.gb_per_byte_ext * 1e3, ".3f"), fmt(r.gb_per_byte_kv * 1e3, ".3f"),
+                  fmt(None if r.reduction is None else -r.reduction, "+.1%"), fmt(r.exact_match, ".0%"),
+                  fmt(r.bytes_per_s, ".1f"), fmt(r.accepted_per_verify, ".2f")]
+        for name in projections:
+            p = r.projected[name]
+            cells += [fmt(p["gb_per_byte"], ".3f"), fmt(None if p["reduction"] is None else -p["reduction"], "+.1%")]
+        table.add_row(*cells)
+    return table
+
+
+def _write_rows(rows, csv_path: Path | None, json_path: Path | None, console) -> None:
+    import csv
+    import io
+
+    from bltbench.atomic import write_text_atomic
+    from bltbench.instrumentation.compare import rows_as_records
+
+    records = rows_as_records(rows)
+    if csv_path is not None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+        console.print(f"wrote {write_text_atomic(csv_path, buffer.getvalue())}")
+    if json_path is not None:
+        console.print(f"wrote {write_text_atomic(json_path, json.dumps(records, indent=2) + chr(10))}")
+
+
 @bench_app.command("decode")
 def bench_decode(
     model: str = typer.Option("random:tiny", "--model"),
@@ -91,7 +176,6 @@ def bench_decode(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Cached vs --recompute BLT decoding: bytes/s and ratios at several lengths (greedy, EOS suppressed)."""
-    from rich.console import Console
     from rich.table import Table
 
     from bltbench.cli.prompts import read_prompt
@@ -114,7 +198,7 @@ def bench_decode(
         chosen = {n: PROMPTS[n].encode() for n in names}
     dev = _device(device)
     bundle = load_model(model, dev)
-    console = Console()
+    console = _console()
     for name, data in chosen.items():
         with console.status(f"benchmarking ({name} prompt)") as status:
             rows = decode_benchmark(bundle, sizes, data, recompute_max, dev, progress=lambda m: status.update(m))
@@ -135,6 +219,36 @@ def bench_decode(
             f"per-byte cost, {name} prompt: cached B/s at {last.new_bytes} / at {first.new_bytes} = "
             f"{last.cached_bytes_per_s / first.cached_bytes_per_s:.2f}"
         )
+
+
+@bench_app.command("meter")
+def bench_meter(
+    model: str = typer.Option("random:tiny", "--model"),
+    methods: str = typer.Option("blt,blt-s-8", "--methods"),
+    new_bytes: int = typer.Option(256, "--bytes"),
+    repeats: int = typer.Option(5, "--repeats"),
+) -> None:
+    """What the meter costs: decode time with it on vs off, alternating runs, best of repeats."""
+    from rich.table import Table
+
+    from bltbench.instrumentation.bench import meter_overhead
+    from bltbench.model.checkpoint import load_model
+
+    if new_bytes < 1 or repeats < 1:
+        raise BltbenchError("--bytes and --repeats must be positive")
+    bundle = load_model(model)
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    console = _console()
+    with console.status("timing"):
+        rows = meter_overhead(bundle, names, new_bytes, repeats)
+    table = Table(title=f"meter overhead, {bundle.source}, {new_bytes} bytes, best of {repeats}")
+    for col in ("method", "meter off (s)", "meter on (s)", "overhead (side by side)", "records", "us/record",
+                "overhead (records x cost)"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r.method, f"{r.off_s:.3f}", f"{r.on_s:.3f}", f"{r.overhead:+.1%}", str(r.calls),
+                      f"{r.per_call_s * 1e6:.2f}", f"{r.estimated_overhead:.3%}")
+    console.print(table)
 
 
 def main(argv: list[str] | None = None) -> None:

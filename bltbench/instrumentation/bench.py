@@ -81,3 +81,58 @@ def decode_benchmark(
                 progress(f"recompute {n}")
         rows.append(DecodeRow(n, n / t_cached, rec_speed, same))
     return rows
+
+
+@dataclass
+class MeterOverheadRow:
+    method: str
+    off_s: float  # best-of-repeats seconds with the meter switched off (the least noisy estimate)
+    on_s: float
+    calls: int  # meter records per decode
+    per_call_s: float  # cost of one record, timed in a tight loop
+
+    @property
+    def overhead(self) -> float:
+        return self.on_s / self.off_s - 1
+
+    @property
+    def estimated_overhead(self) -> float:
+        """Records x cost per record over the decode time: immune to machine noise."""
+        return self.calls * self.per_call_s / self.off_s
+
+
+def meter_call_cost(n: int = 200_000) -> float:
+    """Seconds per meter record, as `IncrementalBLT._observe` makes them."""
+    import time
+
+    from bltbench.instrumentation.meter import Meter
+    from bltbench.model.incremental import Call
+
+    meter = Meter()
+    t0 = time.perf_counter()
+    for i in range(n):
+        meter(Call("decoder", "step", 1, min(i, 511)))
+    return (time.perf_counter() - t0) / n
+
+
+def meter_overhead(
+    bundle: ModelBundle, methods: list[str], new_bytes: int, repeats: int = 5, prompt: bytes = SHORT_PROMPT.encode()
+) -> list[MeterOverheadRow]:
+    """Decode time with the meter on vs off, alternating runs so both see the same machine state."""
+    from bltbench.decoding.methods import parse_method
+    from bltbench.instrumentation.measure import measure
+
+    config = SamplingConfig(temperature=0.0, suppress_eos=True)
+    ids = encode_prompt(prompt)
+    per_call = meter_call_cost()
+    rows = []
+    for name in methods:
+        spec = parse_method(name)
+        on, off, calls = [], [], 0
+        for _ in range(repeats):
+            off.append(measure(spec, bundle, ids, new_bytes, config, meter_enabled=False).wall_s)
+            metered = measure(spec, bundle, ids, new_bytes, config, meter_enabled=True)
+            on.append(metered.wall_s)
+            calls = sum(metered.nfe.values()) + sum(metered.prefill_nfe.values())
+        rows.append(MeterOverheadRow(spec.label, min(off), min(on), calls, per_call))
+    return rows

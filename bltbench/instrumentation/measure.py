@@ -88,9 +88,10 @@ def measure(
     meter_enabled: bool = True,
 ) -> Measurement:
     warm_up(spec, bundle, device)
-    meter = Meter(enabled=meter_enabled)
+    meter = Meter()
+    observer = meter if meter_enabled else None  # switched off: no observer at all
     sampler = Sampler(sampling, device)
-    result, wall = timed(lambda: generate(spec, bundle, prompt_ids, max_bytes, sampler, meter), device)
+    result, wall = timed(lambda: generate(spec, bundle, prompt_ids, max_bytes, sampler, observer), device)
     calls = meter.generation()
     return Measurement(
         method=spec.label,

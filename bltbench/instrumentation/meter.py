@@ -18,11 +18,9 @@ GENERATION_ROLES = ("step", "draft", "verify")
 @dataclass
 class Meter:
     calls: list[Call] = field(default_factory=list)
-    enabled: bool = True
 
     def __call__(self, call: Call) -> None:
-        if self.enabled:
-            self.calls.append(call)
+        self.calls.append(call)
 
     def generation(self) -> list[Call]:
         return [c for c in self.calls if c.role != "prefill"]

@@ -23,7 +23,7 @@ from bltbench.model.patching import starts_new_patch
 ROLES = ("prefill", "step", "draft", "verify")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Call:
     """One function evaluation of one component, as an observer sees it."""
 

@@ -1,0 +1,156 @@
+"""Running several methods on the same prompts and tabulating what each costs and keeps."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bltbench.decoding.methods import MethodSpec, parse_method
+from bltbench.decoding.sampling import SamplingConfig
+from bltbench.errors import BltbenchError
+from bltbench.instrumentation.bench import FEW_SHOT_PROMPT, SHORT_PROMPT
+from bltbench.instrumentation.measure import Measurement, measure, median_bytes_per_s
+from bltbench.instrumentation.meter import COMPONENTS
+from bltbench.model.bundle import ModelBundle
+from bltbench.model.ids import encode_prompt
+
+DEFAULT_PROMPTS = (
+    SHORT_PROMPT,
+    FEW_SHOT_PROMPT,
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "Le musée a annoncé mardi que l'exposition serait prolongée jusqu'à la fin de l'été, ",
+)
+
+
+@dataclass
+class CompareRow:
+    method: str
+    prompts: int
+    bytes: int
+    nfe_per_byte: dict[str, float]
+    gb_per_byte: float  # paper proxy
+    gb_per_byte_ext: float
+    gb_per_byte_kv: float
+    reduction: float | None  # 1 - GB / GB(blt), paper proxy
+    exact_match: float | None  # share of prompts whose output equals blt greedy
+    bytes_per_s: float  # median over prompts
+    accepted_per_verify: float | None
+    projected: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+
+def read_prompts(path: Path) -> list[str]:
+    """One prompt per line, or JSONL with a "prompt" field (for prompts spanning lines)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BltbenchError(f"cannot read prompts file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise BltbenchError(f"prompts file {path} is not valid UTF-8") from None
+    prompts = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                prompt = json.loads(line)["prompt"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise BltbenchError(f"{path}:{number}: expected a JSON object with a 'prompt' string") from None
+            if not isinstance(prompt, str) or not prompt:
+                raise BltbenchError(f"{path}:{number}: the prompt must be a non-empty string")
+            prompts.append(prompt)
+        else:
+            prompts.append(line)
+    if not prompts:
+        raise BltbenchError(f"prompts file {path} holds no prompts")
+    return prompts
+
+
+def parse_methods(text: str) -> list[MethodSpec]:
+    specs = [parse_method(name) for name in text.split(",") if name.strip()]
+    if not specs:
+        raise BltbenchError("--methods names no method")
+    return specs
+
+
+def _totals(ms: list[Measurement]) -> tuple[int, float, float, float]:
+    n = sum(m.bytes_generated for m in ms)
+    return n, sum(m.bandwidth.paper_gb for m in ms), sum(m.bandwidth.extended_gb for m in ms), sum(
+        m.bandwidth.kv_gb for m in ms
+    )
+
+
+def compare(
+    bundle: ModelBundle,
+    specs: list[MethodSpec],
+    prompts: list[str],
+    max_bytes: int,
+    sampling: SamplingConfig,
+    device: str = "cpu",
+    projections: tuple[str, ...] = (),
+    progress: Callable[[str], None] | None = None,
+) -> list[CompareRow]:
+    """Every method on every prompt; reductions and exact matches are against `blt` (run if absent)."""
+    runs: dict[str, list[Measurement]] = {}
+    reference = MethodSpec("blt")
+    order = specs if any(s.label == "blt" for s in specs) else [reference] + specs
+    for spec in order:
+        runs[spec.label] = []
+        for i, prompt in enumerate(prompts):
+            if progress:
+                progress(f"{spec.label}: prompt {i + 1}/{len(prompts)}")
+            runs[spec.label].append(
+                measure(spec, bundle, encode_prompt(prompt.encode()), max_bytes, sampling, device, projections)
+            )
+    base = runs["blt"]
+    base_bytes, base_gb, _, _ = _totals(base)
+    rows = []
+    for spec in specs:
+        ms = runs[spec.label]
+        n, gb, ext, kv = _totals(ms)
+        per = (lambda x: x / n) if n else (lambda x: float("nan"))
+        nfe = {c: per(sum(m.nfe[c] for m in ms)) for c in COMPONENTS}
+        exact = None
+        if sampling.greedy:
+            exact = sum(m.generation.output_ids == b.generation.output_ids for m, b in zip(ms, base)) / len(ms)
+        accepted = [m.generation.extras["accepted_per_verify"] for m in ms if "accepted_per_verify" in m.generation.extras]
+        projected = {}
+        for name in projections:
+            p_gb = sum(m.projected[name].paper_gb for m in ms)
+            p_base = sum(m.projected[name].paper_gb for m in base)
+            projected[name] = {
+                "gb_per_byte": per(p_gb),
+                "reduction": 1 - (p_gb / n) / (p_base / base_bytes) if n and base_bytes and p_base else None,
+            }
+        rows.append(
+            CompareRow(
+                method=spec.label,
+                prompts=len(ms),
+                bytes=n,
+                nfe_per_byte=nfe,
+                gb_per_byte=per(gb),
+                gb_per_byte_ext=per(ext),
+                gb_per_byte_kv=per(kv),
+                reduction=1 - (gb / n) / (base_gb / base_bytes) if n and base_bytes and base_gb else None,
+                exact_match=exact,
+                bytes_per_s=median_bytes_per_s(ms),
+                accepted_per_verify=sum(accepted) / len(accepted) if accepted else None,
+                projected=projected,
+            )
+        )
+    return rows
+
+
+def rows_as_records(rows: list[CompareRow]) -> list[dict]:
+    """Flat records (one per method) for CSV and JSON."""
+    records = []
+    for row in rows:
+        record = asdict(row)
+        for c, v in record.pop("nfe_per_byte").items():
+            record[f"nfe_per_byte_{c}"] = v
+        for name, values in record.pop("projected").items():
+            for key, v in values.items():
+                record[f"{name}_{key}"] = v
+        records.append(record)
+    return records
