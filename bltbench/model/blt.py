@@ -14,27 +14,20 @@ from torch import nn
 
 from bltbench.model.config import BLTConfig
 from bltbench.model.hashing import HashEmbeddings
-from bltbench.model.layers import CrossAttention, KVCache, RMSNorm, Rotary, TransformerBlock, causal_span
+from bltbench.model.layers import (
+    AttentionPlan,
+    CrossAttention,
+    KVCache,
+    RMSNorm,
+    Rotary,
+    TransformerBlock,
+    causal_plan,
+    run_blocks,
+)
 
 
 def _blocks(dim: int, heads: int, hidden: int, eps: float, n: int) -> nn.ModuleList:
     return nn.ModuleList(TransformerBlock(dim, heads, hidden, eps) for _ in range(n))
-
-
-def run_blocks(layers, rope: Rotary, h, start: int, window: int | None, cache: KVCache | None, before=None):
-    """Run causal (windowed) blocks over positions [start, start + T), continuing `cache` if given."""
-    t = h.shape[1]
-    k_start, mask = causal_span(start, t, window, h.device)
-    rope_span = rope.span(start, t, h.device)
-    if cache is not None:
-        cache.reserve(start + t)
-    for i, layer in enumerate(layers):
-        if before is not None:
-            h = before(i, h)
-        h = layer.forward(h, rope_span, mask, cache, i, k_start)
-    if cache is not None:
-        cache.length += t
-    return h
 
 
 class LocalEncoder(nn.Module):
@@ -52,7 +45,8 @@ class LocalEncoder(nn.Module):
         return KVCache(c.n_layers_encoder, batch, c.n_heads_local, c.d_local // c.n_heads_local, p.dtype, p.device)
 
     def forward(self, embeds: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
-        return run_blocks(self.layers, self.rope, embeds, start, self.config.local_window, cache)
+        plan = causal_plan(self.rope, start, embeds.shape[1], self.config.local_window, embeds.device)
+        return run_blocks(self.layers, plan, embeds, cache)
 
     def pool(self, h: torch.Tensor, patch_ids: torch.Tensor, n_patches: int) -> torch.Tensor:
         """Patch slots [B, P, d_local * k]: amax over each patch's byte states, projected to k query
@@ -85,7 +79,7 @@ class GlobalTransformer(nn.Module):
     def forward(self, slots: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         """Latents for patches [start, start + P): causal over patch index, no final norm."""
         h = slots if self.token_embedding_projection is None else self.token_embedding_projection(slots)
-        return run_blocks(self.layers, self.rope, h, start, None, cache)
+        return run_blocks(self.layers, causal_plan(self.rope, start, h.shape[1], None, h.device), h, cache)
 
 
 class LocalDecoder(nn.Module):
@@ -116,17 +110,21 @@ class LocalDecoder(nn.Module):
         slots = self.patch_embedding_projection(latents).reshape(b, n * self.config.cross_attn_k, self.config.d_local)
         return [layer.project_kv(slots) for layer in self.cross_attn_layers]
 
-    def forward(self, h, cross_kv, cross_mask, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, h, cross_kv, cross_mask, start: int = 0, cache: KVCache | None = None,
+                plan: AttentionPlan | None = None) -> torch.Tensor:
         """Logits for byte states h [B, T, d_local] at positions [start, start + T).
 
-        `cross_kv(i)` gives layer i's latent keys/values; `cross_mask` [B, 1, T, S] or None.
+        `cross_kv(i)` gives layer i's latent keys/values; `cross_mask` [B, 1, T, S] or None. A `plan`
+        replaces the causal one (BLT-D's blocks attend bidirectionally within themselves).
         """
+        if plan is None:
+            plan = causal_plan(self.rope, start, h.shape[1], self.config.local_window, h.device)
 
         def cross(i: int, x: torch.Tensor) -> torch.Tensor:
             k, v = cross_kv(i)
             return x + self.cross_attn_layers[i].attend(x, k, v, cross_mask)
 
-        h = run_blocks(self.layers, self.rope, h, start, self.config.local_window, cache, before=cross)
+        h = run_blocks(self.layers, plan, h, cache, before=cross)
         return self.output(self.norm(h))
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bltbench.model.config import EntropyModelConfig
-from bltbench.model.layers import KVCache, RMSNorm, Rotary, TransformerBlock, causal_span
+from bltbench.model.layers import KVCache, RMSNorm, Rotary, TransformerBlock, causal_plan, run_blocks
 
 
 def entropy_nats(logits: torch.Tensor) -> torch.Tensor:
@@ -38,14 +38,6 @@ class EntropyModel(nn.Module):
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits for `ids` [B, T]; with a cache, `ids` continue the cached positions."""
         start = cache.length if cache is not None else 0
-        t = ids.shape[1]
-        rope = self.rope.span(start, t, ids.device)
-        k_start, mask = causal_span(start, t, self.config.window, ids.device)
-        if cache is not None:
-            cache.reserve(start + t)
-        h = self.tok_embeddings(ids)
-        for i, layer in enumerate(self.layers):
-            h = layer(h, rope, mask, cache, i, k_start)
-        if cache is not None:
-            cache.length += t
+        plan = causal_plan(self.rope, start, ids.shape[1], self.config.window, ids.device)
+        h = run_blocks(self.layers, plan, self.tok_embeddings(ids), cache)
         return self.output(self.norm(h))

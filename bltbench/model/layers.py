@@ -6,6 +6,8 @@ Each self-attention layer can run without a cache (training, full recompute) or 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,18 +56,29 @@ class Rotary(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self._cis = torch.empty(0, dtype=torch.complex64)
 
-    def span(self, start: int, length: int, device: torch.device) -> torch.Tensor:
-        """Complex rotations [length, D/2] for positions [start, start + length)."""
-        if self._cis.shape[0] < start + length or self._cis.device != device:
-            size = max(start + length, 2 * self._cis.shape[0], 256)
+    def table(self, length: int, device: torch.device) -> torch.Tensor:
+        if self._cis.shape[0] < length or self._cis.device != device:
+            size = max(length, 2 * self._cis.shape[0], 256)
             angles = torch.outer(torch.arange(size, dtype=torch.float32, device=device), self.inv_freq.to(device))
             self._cis = torch.polar(torch.ones_like(angles), angles)
-        return self._cis[start : start + length]
+        return self._cis
+
+    def span(self, start: int, length: int, device: torch.device) -> torch.Tensor:
+        """Complex rotations [length, D/2] for positions [start, start + length)."""
+        return self.table(start + length, device)[start : start + length]
+
+    def at(self, positions: torch.Tensor) -> torch.Tensor:
+        """Complex rotations [..., D/2] for arbitrary integer positions [...]."""
+        return self.table(int(positions.max()) + 1, positions.device)[positions]
 
 
 def apply_rotary(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
-    """x: [B, T, ..., D] with positions on dim 1; cis: [T, D/2] complex."""
-    shape = (cis.shape[0],) + (1,) * (x.dim() - 3) + (cis.shape[1],)
+    """x: [B, T, ..., D] with positions on dim 1; cis: [T, D/2] or [B, T, D/2] complex."""
+    middle = (1,) * (x.dim() - 3)
+    if cis.dim() == 2:
+        shape = (cis.shape[0],) + middle + (cis.shape[1],)
+    else:
+        shape = (cis.shape[0], cis.shape[1]) + middle + (cis.shape[2],)
     xf = x if x.dtype == torch.float32 else x.float()
     out = torch.view_as_real(torch.view_as_complex(xf.reshape(*x.shape[:-1], -1, 2)) * cis.view(shape)).flatten(-2)
     return out if x.dtype == torch.float32 else out.type_as(x)
@@ -131,6 +144,21 @@ def windowed_causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int |
     if window is not None:
         mask &= diff < window
     return mask
+
+
+@dataclass
+class AttentionPlan:
+    """What a run of layers needs to place its queries: their rotations, the first cached key they
+    can see, and the boolean mask over [k_start, end) (None: every visible key)."""
+
+    cis: torch.Tensor
+    k_start: int
+    mask: torch.Tensor | None
+
+
+def causal_plan(rope: Rotary, start: int, t: int, window: int | None, device) -> AttentionPlan:
+    k_start, mask = causal_span(start, t, window, device)
+    return AttentionPlan(rope.span(start, t, device), k_start, mask)
 
 
 def causal_span(start: int, t: int, window: int | None, device) -> tuple[int, torch.Tensor | None]:
@@ -225,3 +253,17 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.attend(x, *self.project_kv(kv), mask)
+
+
+def run_blocks(layers, plan: AttentionPlan, h, cache: KVCache | None, before=None):
+    """Run blocks over new positions, writing their keys/values after `cache` (if given)."""
+    t = h.shape[1]
+    if cache is not None:
+        cache.reserve(cache.length + t)
+    for i, layer in enumerate(layers):
+        if before is not None:
+            h = before(i, h)
+        h = layer.forward(h, plan.cis, plan.mask, cache, i, plan.k_start)
+    if cache is not None:
+        cache.length += t
+    return h
