@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from bltbench.errors import BltbenchError
 from bltbench.model.blt import ByteLatentTransformer
 from bltbench.model.config import BLTConfig
+from bltbench.model.diffusion import BlockDiffusionBLT
 from bltbench.model.entropy import EntropyModel
 
 
@@ -17,11 +18,25 @@ class ModelBundle:
     entropy: EntropyModel | None
     source: str
     format: str
+    blt_d: BlockDiffusionBLT | None = None
 
     def require_blt(self) -> ByteLatentTransformer:
         if self.blt is None:
             raise BltbenchError(f"model {self.source} holds no BLT weights")
         return self.blt
+
+    def require_blt_d(self) -> BlockDiffusionBLT:
+        if self.blt_d is None:
+            raise BltbenchError(f"model {self.source} holds no BLT-D weights, which blt-d and blt-dv need")
+        return self.blt_d
+
+    def weights(self, name: str) -> ByteLatentTransformer:
+        """The causal-path weights by name: 'blt' or 'blt-d' (BLT-D keeps BLT's next-byte path)."""
+        if name == "blt":
+            return self.require_blt()
+        if name == "blt-d":
+            return self.require_blt_d()
+        raise BltbenchError(f"unknown weights {name!r} (blt or blt-d)")
 
     def require_entropy(self) -> EntropyModel | None:
         """The entropy model if patching needs one (static patching does not)."""
@@ -33,12 +48,13 @@ class ModelBundle:
         return self.entropy
 
     def to(self, device: str) -> "ModelBundle":
-        for module in (self.blt, self.entropy):
+        for module in (self.blt, self.blt_d, self.entropy):
             if module is not None:
                 module.to(device)
         return self
 
     def describe(self) -> str:
         parts = [f"BLT {'yes' if self.blt is not None else 'missing'}"]
+        parts.append(f"BLT-D {'yes' if self.blt_d is not None else 'missing'}")
         parts.append(f"entropy model {'yes' if self.entropy is not None else 'missing'}")
         return f"{self.source} ({self.format}): " + ", ".join(parts)

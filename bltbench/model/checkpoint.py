@@ -29,12 +29,13 @@ from bltbench.model.config import (
     PatchingConfig,
     preset,
 )
+from bltbench.model.diffusion import BlockDiffusionBLT
 from bltbench.model.entropy import EntropyModel
 from bltbench.model.init import init_weights
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 MANIFEST = "bltbench.json"
-COMPONENT_FILES = {"blt": "blt.safetensors", "entropy": "entropy.safetensors"}
+COMPONENT_FILES = {"blt": "blt.safetensors", "blt_d": "blt_d.safetensors", "entropy": "entropy.safetensors"}
 
 
 # -- random weights ----------------------------------------------------------------------------
@@ -44,7 +45,9 @@ def random_bundle(preset_name: str, seed: int = 0) -> ModelBundle:
     init_weights(blt, seed)
     entropy = EntropyModel(config.entropy)
     init_weights(entropy, seed + 1_000_003)
-    return ModelBundle(config, blt.eval(), entropy.eval(), f"random:{preset_name}:{seed}", "random")
+    blt_d = BlockDiffusionBLT(config)
+    init_weights(blt_d, seed + 2_000_003)
+    return ModelBundle(config, blt.eval(), entropy.eval(), f"random:{preset_name}:{seed}", "random", blt_d.eval())
 
 
 def _parse_random(spec: str) -> ModelBundle:
@@ -123,7 +126,7 @@ def save_bundle(bundle: ModelBundle, folder: str | Path, dtype: torch.dtype = to
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         components = {}
-        for name, module in (("blt", bundle.blt), ("entropy", bundle.entropy)):
+        for name, module in (("blt", bundle.blt), ("blt_d", bundle.blt_d), ("entropy", bundle.entropy)):
             if module is None:
                 continue
             state = {k: v.detach().to(dtype).contiguous() for k, v in module.state_dict().items()}
@@ -153,11 +156,15 @@ def _load_bltbench(folder: Path) -> ModelBundle:
     if "entropy" in components:
         entropy = EntropyModel(config.entropy)
         load_state(entropy, _read_safetensors(folder / components["entropy"]), str(folder / components["entropy"]))
-    return _eval(ModelBundle(config, blt, entropy, str(folder), "bltbench"))
+    blt_d = None
+    if "blt_d" in components:
+        blt_d = BlockDiffusionBLT(config)
+        load_state(blt_d, _read_safetensors(folder / components["blt_d"]), str(folder / components["blt_d"]))
+    return _eval(ModelBundle(config, blt, entropy, str(folder), "bltbench", blt_d))
 
 
 def _eval(bundle: ModelBundle) -> ModelBundle:
-    for module in (bundle.blt, bundle.entropy):
+    for module in (bundle.blt, bundle.blt_d, bundle.entropy):
         if module is not None:
             module.float().eval()
     return bundle

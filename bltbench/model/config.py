@@ -77,6 +77,7 @@ class BLTConfig:
     rope_theta: float = 500000.0
     norm_eps: float = 1e-5
     vocab_size: int = VOCAB_SIZE
+    diffusion_blocks: tuple[int, ...] = (4, 8, 16)  # block sizes BLT-D weights were trained for
     patching: PatchingConfig = field(default_factory=PatchingConfig)
     entropy: EntropyModelConfig = field(default_factory=EntropyModelConfig)
 
@@ -129,8 +130,9 @@ class BLTConfig:
         try:
             patching = PatchingConfig(**data.pop("patching", {}))
             entropy = EntropyModelConfig(**data.pop("entropy", {}))
-            if "hash_sizes" in data:
-                data["hash_sizes"] = tuple(data["hash_sizes"])
+            for key in ("hash_sizes", "diffusion_blocks"):
+                if key in data:
+                    data[key] = tuple(data[key])
             config = cls(**data, patching=patching, entropy=entropy)
         except TypeError as exc:
             raise BltbenchError(f"malformed model config: {exc}") from None

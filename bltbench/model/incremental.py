@@ -18,6 +18,7 @@ from bltbench.model.blt import ByteLatentTransformer
 from bltbench.model.config import PatchingConfig
 from bltbench.model.entropy import EntropyModel, entropy_nats
 from bltbench.model.ids import BOE
+from bltbench.model.layers import AttentionPlan
 from bltbench.model.patching import starts_new_patch
 
 ROLES = ("prefill", "step", "draft", "verify")
@@ -86,8 +87,20 @@ class IncrementalBLT:
     # -- extending ---------------------------------------------------------------------------
     def extend(self, new_ids: Sequence[int]) -> torch.Tensor:
         """Append ids, run every component once over them, return their logits [T, V] (fp32)."""
-        t = len(new_ids)
-        if t == 0:
+        p0, h = self._commit(new_ids)
+        t = h.shape[1]
+        dec = [self.n_starts[p + 1] - 2 for p in range(p0, p0 + t)]
+        if t == 1:
+            a, b = dec[0] * self.k, dec[0] * self.k + self.k
+            mask = None
+        else:
+            a, b = 0, self.n_latents * self.k
+            mask = self._latent_mask(dec)
+        return self._decode(h, p0, a, b, mask)
+
+    def _commit(self, new_ids: Sequence[int]) -> tuple[int, torch.Tensor]:
+        """Entropy model, patching, encoder and global over new ids; returns (first position, states)."""
+        if len(new_ids) == 0:
             raise ValueError("extend needs at least one id")
         if self.draft_ids:
             raise ValueError("discard the draft before extending")
@@ -96,19 +109,47 @@ class IncrementalBLT:
         self._extend_entropy(ids)
         self.ids.extend(new_ids)
         self._extend_patches(p0)
-
         h = self._encode(ids, p0)
         self._complete_patches()
-        dec = [self.n_starts[p + 1] - 2 for p in range(p0, p0 + t)]
-        if t == 1:
-            a, b = dec[0] * self.k, dec[0] * self.k + self.k
-            mask = None
-        else:
-            a, b = 0, self.n_latents * self.k
-            slot_patch = torch.arange(self.n_latents, device=self.device).repeat_interleave(self.k)
-            want = torch.tensor(dec, device=self.device)
-            mask = (want[:, None] == slot_patch[None, :])[None, None]
-        return self._decode(h, p0, a, b, mask)
+        return p0, h
+
+    def _latent_mask(self, wanted: list[int]) -> torch.Tensor:
+        """[1, 1, T, n_latents * k]: row i may read the k slots of latent wanted[i]."""
+        slot_patch = torch.arange(self.n_latents, device=self.device).repeat_interleave(self.k)
+        want = torch.tensor(wanted, device=self.device)
+        return (want[:, None] == slot_patch[None, :])[None, None]
+
+    # -- BLT-D blocks --------------------------------------------------------------------------
+    def extend_with_block(self, new_ids: Sequence[int], cells: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`extend(new_ids)` and, in the same decoder call, a block of cells right after them:
+        bidirectional within the block, causal to the committed prefix, reading the last latent.
+        Returns (clean logits [T, V], block logits [B, V]); the block leaves nothing in the caches."""
+        p0, h = self._commit(new_ids)
+        return self._decode_with_block(h, p0, cells)
+
+    def block_pass(self, cells: Sequence[int]) -> torch.Tensor:
+        """Decoder only: the block of cells right after the committed prefix; logits [B, V]."""
+        return self._decode_with_block(None, len(self.ids), cells)[1]
+
+    def _decode_with_block(self, h: torch.Tensor | None, p0: int, cells: Sequence[int]):
+        if not hasattr(self.model, "block_embed"):
+            raise ValueError("blocks need BLT-D weights")
+        s, size = len(self.ids), len(cells)
+        t = s - p0
+        window = self.model.config.local_window
+        block = self.model.block_embed(torch.tensor([list(cells)], dtype=torch.long, device=self.device))
+        x = block if h is None else torch.cat([h, block], dim=1)
+        k_start = 0 if window is None else max(0, p0 - window + 1)
+        q = torch.arange(p0, s + size, device=self.device)[:, None]
+        k = torch.arange(k_start, s + size, device=self.device)[None, :]
+        seen = (k <= q) if window is None else (k <= q) & (q - k < window)
+        in_block = q >= s
+        mask = torch.where(in_block, (k >= s) | (seen & (k < s)), seen)[None, None]
+        wanted = [self.n_starts[p + 1] - 2 for p in range(p0, s)] + [self.n_latents - 1] * size
+        plan = AttentionPlan(self.model.local_decoder.rope.span(p0, t + size, self.device), k_start, mask)
+        logits = self._decode(x, p0, 0, self.n_latents * self.k, self._latent_mask(wanted), plan)
+        self.dec_cache.truncate(s)
+        return logits[:t], logits[t:]
 
     def _encode(self, ids: torch.Tensor, p0: int) -> torch.Tensor:
         self._observe("encoder", ids.shape[1], p0, self.model.config.local_window)
@@ -116,7 +157,8 @@ class IncrementalBLT:
         self._store_states(p0, h)
         return h
 
-    def _decode(self, h: torch.Tensor, p0: int, a: int, b: int, mask: torch.Tensor | None) -> torch.Tensor:
+    def _decode(self, h: torch.Tensor, p0: int, a: int, b: int, mask: torch.Tensor | None,
+                plan: AttentionPlan | None = None) -> torch.Tensor:
         """Decoder over positions from p0, cross-attending to latent slots [a, b) under `mask`."""
         self._observe("decoder", h.shape[1], p0, self.model.config.local_window)
         cache = self.latent_cache
@@ -124,7 +166,7 @@ class IncrementalBLT:
         def cross_kv(i: int):
             return cache.keys[i][:, :, a:b], cache.values[i][:, :, a:b]
 
-        return self.model.local_decoder(h, cross_kv, mask, p0, self.dec_cache)[0].float()
+        return self.model.local_decoder(h, cross_kv, mask, p0, self.dec_cache, plan)[0].float()
 
     # -- drafting (BLT-S) ----------------------------------------------------------------------
     def draft(self, ids: Sequence[int]) -> torch.Tensor:
@@ -207,6 +249,29 @@ class IncrementalBLT:
             self.latent_cache.write(i, k, v, 0)
         self.latent_cache.length = last * self.k
         self.n_latents = last
+
+    def preview_starts(self, tail: Sequence[int]) -> list[bool]:
+        """Patch flags over the committed positions and `tail`, as if `tail` were committed; only the
+        entropy model runs (unobserved), and nothing is kept. For reporting patches of bytes a method
+        never ran through the model (BLT-D's last block)."""
+        flags = list(self.starts)
+        if not tail:
+            return flags
+        n = len(self.ids)
+        entropies = list(self.entropies)
+        if self.entropy_model is not None:
+            logits = self.entropy_model(torch.tensor([list(tail)], dtype=torch.long, device=self.device), self.ent_cache)
+            entropies += entropy_nats(logits[0]).tolist()
+            self.ent_cache.truncate(n)
+        else:
+            entropies += [0.0] * len(tail)
+        begin = self.patch_begin[-1]
+        for i in range(n, n + len(tail)):
+            new = starts_new_patch(self.patching, i, entropies, i - begin + 1)
+            flags.append(new)
+            if new:
+                begin = i + 1
+        return flags
 
     # -- rolling back ------------------------------------------------------------------------
     def truncate(self, length: int) -> None:
