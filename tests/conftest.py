@@ -10,6 +10,7 @@ import torch
 from bltbench.model.blt import ByteLatentTransformer
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.config import BLTConfig, EntropyModelConfig, PatchingConfig
+from bltbench.model.diffusion import BlockDiffusionBLT
 from bltbench.model.entropy import EntropyModel
 from bltbench.model.init import init_weights
 
@@ -38,10 +39,14 @@ def make_bundle(config: BLTConfig, seed: int = 0) -> ModelBundle:
     init_weights(blt, seed)
     entropy = EntropyModel(config.entropy)
     init_weights(entropy, seed + 1)
-    # A sharper entropy head spreads entropies out, so thresholds cut patches of many lengths.
+    blt_d = BlockDiffusionBLT(config)
+    init_weights(blt_d, seed + 2)
     with torch.no_grad():
+        # A sharper entropy head spreads entropies out, so thresholds cut patches of many lengths;
+        # a sharper BLT-D head spreads cell confidences, so samplers face real choices.
         entropy.output.weight.mul_(6.0)
-    return ModelBundle(config, blt.eval(), entropy.eval(), f"micro:{seed}", "random")
+        blt_d.local_decoder.output.weight.mul_(4.0)
+    return ModelBundle(config, blt.eval(), entropy.eval(), f"micro:{seed}", "random", blt_d.eval())
 
 
 @pytest.fixture(scope="session")
