@@ -153,3 +153,53 @@ def test_compare_table_and_files(capsys, tmp_path):
 def test_compare_bad_input(capsys, args, fragment):
     code, out, err = run_cli(capsys, "compare", "--model", "random:tiny", "--max-bytes", "4", *args)
     assert code == 2 and err.startswith("error: ") and fragment in err
+
+
+def _no_blt_d(tmp_path, micro):
+    from bltbench.model.bundle import ModelBundle
+
+    bundle = ModelBundle(micro.config, micro.blt, micro.entropy, "m", "random")
+    return str(save_bundle(bundle, tmp_path / "no_blt_d"))
+
+
+DIFFUSION_CASES = {
+    "block not supported": (lambda t, m: ["--method", "blt-d", "--block", "5"], "not supported"),
+    "block larger than trained": (lambda t, m: ["--model", _trained_for_4(t, m), "--method", "blt-d", "--block", "8"],
+                                  "larger than this model"),
+    "alpha out of range": (lambda t, m: ["--method", "blt-d", "--alpha", "-0.5"], "alpha"),
+    "gamma out of range": (lambda t, m: ["--method", "blt-d", "--sampler", "entropy", "--gamma", "-2"], "gamma"),
+    "unknown sampler": (lambda t, m: ["--method", "blt-d", "--sampler", "greedy"], "unknown sampler"),
+    "no BLT-D weights": (lambda t, m: ["--model", _no_blt_d(t, m), "--method", "blt-dv"], "no BLT-D weights"),
+    "dv on BLT weights": (lambda t, m: ["--method", "blt-dv", "--weights", "blt"], "needs BLT-D weights"),
+}
+
+
+def _trained_for_4(tmp_path, micro):
+    import dataclasses
+
+    from bltbench.model.bundle import ModelBundle
+
+    config = dataclasses.replace(micro.config, diffusion_blocks=(4,))
+    return str(save_bundle(ModelBundle(config, micro.blt, micro.entropy, "m", "random", micro.blt_d), tmp_path / "b4"))
+
+
+@pytest.mark.parametrize("case", sorted(DIFFUSION_CASES))
+def test_diffusion_bad_input(capsys, tmp_path, micro, case):
+    build, fragment = DIFFUSION_CASES[case]
+    args = build(tmp_path, micro)
+    if "--model" not in args:
+        args = ["--model", "random:tiny", *args]
+    code, out, err = run_cli(capsys, "generate", "--prompt", "x", "--max-bytes", "4", *args)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and fragment in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_blt_on_blt_d_weights_equals_blt_dv_greedy(capsys):
+    outs = {}
+    for method in (["--method", "blt", "--weights", "blt-d"], ["--method", "blt-dv", "--block", "4"]):
+        code, out, err = run_cli(capsys, "generate", "--model", "random:tiny", "--prompt", "Verify", "--max-bytes", "20",
+                                 "--json", *method)
+        assert code == 0, err
+        outs[method[1]] = json.loads(out)
+    assert outs["blt"]["output_hex"] == outs["blt-dv"]["output_hex"]
+    assert outs["blt-dv"]["bytes_per_decoder_pass"] > 0

@@ -125,3 +125,18 @@ def test_bad_settings_are_refused(bad):
         DiffusionConfig(**bad).validate()
     with pytest.raises(BltbenchError, match="larger than this model"):
         DiffusionConfig(block=16).validate(trained_blocks=(4, 8))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5])
+def test_bandwidth_per_byte_falls_as_blocks_grow(micro, alpha):
+    from bltbench.decoding.methods import parse_method
+    from bltbench.instrumentation.measure import measure
+
+    per_byte, per_pass = [], []
+    for size in (4, 8, 16):
+        spec = parse_method(f"blt-d-{size}@confidence={alpha}")
+        m = measure(spec, micro, encode_prompt(b"Bandwidth falls as"), 64, SamplingConfig(suppress_eos=True))
+        per_byte.append(m.bandwidth.paper_gb / m.bytes_generated)
+        per_pass.append(m.bytes_generated / m.nfe["decoder"])
+    assert min(per_pass) > 1, "the premise: more than one byte per decoder pass"
+    assert per_byte[0] > per_byte[1] > per_byte[2]

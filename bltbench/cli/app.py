@@ -39,9 +39,14 @@ def _device(device: str) -> str:
 @app.command("generate")
 def generate_cmd(
     model: str = typer.Option(..., "--model", help="random:PRESET[:SEED], a bundled model name, or a checkpoint folder."),
-    method: str = typer.Option("blt", "--method", help="blt, blt-s (with --k), or blt-s-K."),
+    method: str = typer.Option("blt", "--method", help="blt, blt-s, blt-d or blt-dv (or blt-s-K, blt-d-B, blt-dv-B)."),
     recompute: bool = typer.Option(False, "--recompute", help="Official-style: re-patch and rerun the whole model per byte."),
     k: Optional[int] = typer.Option(None, "--k", help="BLT-S draft length (default 8)."),
+    block: int = typer.Option(8, "--block", help="BLT-D / BLT-DV block size: 4, 8 or 16."),
+    sampler_name: str = typer.Option("confidence", "--sampler", help="BLT-D unmasking rule: confidence, entropy or eb."),
+    alpha: float = typer.Option(0.7, "--alpha", help="Confidence threshold (confidence sampler)."),
+    gamma: float = typer.Option(1.5, "--gamma", help="Entropy budget in nats (entropy / eb samplers)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Override the weights: blt or blt-d."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt text (UTF-8)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt's raw bytes from a file."),
     max_bytes: int = typer.Option(256, "--max-bytes", help="Byte budget; generation also stops at EOS."),
@@ -55,6 +60,7 @@ def generate_cmd(
 ) -> None:
     """Generate bytes from a prompt, metered."""
     from bltbench.cli.prompts import read_prompt
+    from bltbench.decoding.diffusion import DiffusionConfig
     from bltbench.decoding.methods import parse_method
     from bltbench.decoding.sampling import SamplingConfig
     from bltbench.instrumentation.measure import measure
@@ -62,7 +68,7 @@ def generate_cmd(
     from bltbench.model.checkpoint import load_model
     from bltbench.model.ids import encode_prompt
 
-    spec = parse_method(method, k, recompute)
+    spec = parse_method(method, k, recompute, DiffusionConfig(block, sampler_name, alpha, gamma), weights)
     if max_bytes < 0:
         raise BltbenchError(f"--max-bytes must be >= 0, got {max_bytes}")
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
@@ -91,7 +97,11 @@ def _projections(project: str | None) -> tuple[str, ...]:
 @app.command("compare")
 def compare_cmd(
     model: str = typer.Option(..., "--model"),
-    methods: str = typer.Option("blt,blt-s-8,blt-s-16", "--methods", help="Comma-separated: blt, blt-s-K."),
+    methods: str = typer.Option("blt,blt-s-8,blt-s-16", "--methods",
+                                help="Comma-separated: blt, blt-s-K, blt-d-B[@confidence=A|@entropy=G|@eb=G], blt-dv-B."),
+    sampler_name: str = typer.Option("confidence", "--sampler", help="Default BLT-D sampler for names without one."),
+    alpha: float = typer.Option(0.7, "--alpha"),
+    gamma: float = typer.Option(1.5, "--gamma"),
     prompts_file: Optional[Path] = typer.Option(None, "--prompts", help="One prompt per line, or JSONL with 'prompt'."),
     max_bytes: int = typer.Option(128, "--max-bytes"),
     temperature: float = typer.Option(0.0, "--temperature"),
@@ -107,7 +117,9 @@ def compare_cmd(
     from bltbench.instrumentation.compare import DEFAULT_PROMPTS, compare, parse_methods, read_prompts
     from bltbench.model.checkpoint import load_model
 
-    specs = parse_methods(methods)
+    from bltbench.decoding.diffusion import DiffusionConfig
+
+    specs = parse_methods(methods, DiffusionConfig(8, sampler_name, alpha, gamma))
     if max_bytes < 1:
         raise BltbenchError(f"--max-bytes must be >= 1, got {max_bytes}")
     sampling = SamplingConfig(temperature=temperature, top_p=top_p, seed=seed)
@@ -131,7 +143,7 @@ def _compare_table(rows, source: str, n_prompts: int, max_bytes: int, projection
 
     table = Table(title=f"{source}: {n_prompts} prompts, up to {max_bytes} bytes each")
     for col in ("method", "bytes", "NFE/B ent", "NFE/B enc", "NFE/B glob", "NFE/B dec", "MB/B paper",
-                "MB/B ext", "MB/B +KV", "vs blt", "exact", "B/s", "B/verify"):
+                "MB/B ext", "MB/B +KV", "vs blt", "exact", "B/s", "B/dec pass", "B/verify"):
         table.add_column(col, justify="right")
     for name in projections:
         table.add_column(f"GB/B {name}", justify="right")
@@ -140,7 +152,7 @@ def _compare_table(rows, source: str, n_prompts: int, max_bytes: int, projection
         cells = [r.method, str(r.bytes)] + [fmt(r.nfe_per_byte[c], ".3f") for c in ("entropy", "encoder", "global", "decoder")]
         cells += [fmt(r.gb_per_byte * 1e3, ".3f"), fmt(r.gb_per_byte_ext * 1e3, ".3f"), fmt(r.gb_per_byte_kv * 1e3, ".3f"),
                   fmt(None if r.reduction is None else -r.reduction, "+.1%"), fmt(r.exact_match, ".0%"),
-                  fmt(r.bytes_per_s, ".1f"), fmt(r.accepted_per_verify, ".2f")]
+                  fmt(r.bytes_per_s, ".1f"), fmt(r.bytes_per_decoder_pass, ".2f"), fmt(r.accepted_per_verify, ".2f")]
         for name in projections:
             p = r.projected[name]
             cells += [fmt(p["gb_per_byte"], ".3f"), fmt(None if p["reduction"] is None else -p["reduction"], "+.1%")]

@@ -1,14 +1,18 @@
 """The decoding methods a run can name, and the one entry point that dispatches to them.
 
-Names: `blt`, and `blt-s` with its draft length k (`--k`, or written `blt-s-K` as `compare` does).
+Names: `blt`; `blt-s` with draft length k (`--k`, or `blt-s-K`); `blt-d` with block B (`--block`, or
+`blt-d-B`, optionally `blt-d-B@confidence=A`, `@entropy=G` or `@eb=G`); `blt-dv` (`blt-dv-B`).
+`blt` and `blt-s` run on BLT weights and `blt-d`, `blt-dv` on BLT-D weights; `weights` overrides the
+first two (BLT-D keeps BLT's causal path, so `blt` on BLT-D weights is BLT-D's autoregressive decoding).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bltbench.decoding.blt import generate_cached, generate_recompute
+from bltbench.decoding.diffusion import DiffusionConfig, generate_block_diffusion, generate_diffusion_verified
 from bltbench.decoding.result import Generation
 from bltbench.decoding.sampling import Sampler
 from bltbench.decoding.speculative import generate_speculative
@@ -16,8 +20,9 @@ from bltbench.errors import BltbenchError
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.incremental import CallObserver
 
-METHODS = ("blt", "blt-s")
+METHODS = ("blt", "blt-s", "blt-d", "blt-dv")
 MAX_DRAFT = 64
+SAMPLER_ALIASES = {"confidence": "confidence", "conf": "confidence", "entropy": "entropy", "eb": "eb"}
 
 
 @dataclass(frozen=True)
@@ -25,37 +30,72 @@ class MethodSpec:
     name: str
     recompute: bool = False
     k: int | None = None
+    diffusion: DiffusionConfig | None = None
+    weights: str | None = None  # "blt" | "blt-d"; None: the method's own
 
     @property
     def label(self) -> str:
         if self.name == "blt-s":
-            return f"blt-s-{self.k}"
-        return "blt-recompute" if self.recompute else self.name
+            base = f"blt-s-{self.k}"
+        elif self.name == "blt-d":
+            d = self.diffusion
+            value = d.alpha if d.sampler == "confidence" else d.gamma
+            base = f"blt-d-{d.block}@{d.sampler}={value:g}"
+        elif self.name == "blt-dv":
+            base = f"blt-dv-{self.diffusion.block}"
+        else:
+            base = "blt-recompute" if self.recompute else "blt"
+        return base if self.weights in (None, self.own_weights) else f"{base}[{self.weights} weights]"
+
+    @property
+    def own_weights(self) -> str:
+        return "blt-d" if self.name in ("blt-d", "blt-dv") else "blt"
 
     @property
     def lossless(self) -> bool:
-        """Greedy output must equal BLT greedy byte for byte."""
-        return self.name in ("blt", "blt-s")
+        """Greedy output must equal its causal path's greedy output byte for byte."""
+        return self.name in ("blt", "blt-s", "blt-dv")
 
-    def validate(self) -> None:
+    def validate(self, bundle: ModelBundle | None = None) -> None:
         if self.name not in METHODS:
-            raise BltbenchError(f"unknown method {self.name!r} (choose from {', '.join(METHODS)}; e.g. blt-s-8)")
+            raise BltbenchError(f"unknown method {self.name!r} (choose from {', '.join(METHODS)}; e.g. blt-s-8, blt-d-4)")
         if self.recompute and self.name != "blt":
             raise BltbenchError("--recompute applies to --method blt only")
         if self.name == "blt-s" and (self.k is None or not 1 <= self.k <= MAX_DRAFT):
             raise BltbenchError(f"blt-s needs a draft length k in 1..{MAX_DRAFT}, got {self.k}")
+        if self.weights not in (None, "blt", "blt-d"):
+            raise BltbenchError(f"unknown weights {self.weights!r} (blt or blt-d)")
+        if self.name in ("blt-d", "blt-dv"):
+            if self.weights == "blt":
+                raise BltbenchError(f"{self.name} needs BLT-D weights; --weights blt does not have a block path")
+            trained = bundle.config.diffusion_blocks if bundle is not None else (4, 8, 16)
+            self.diffusion.validate(trained)
 
 
-def parse_method(text: str, k: int | None = None, recompute: bool = False) -> MethodSpec:
-    """`blt`, `blt-s` (k from the argument, default 8) or `blt-s-K`."""
+def parse_method(
+    text: str,
+    k: int | None = None,
+    recompute: bool = False,
+    diffusion: DiffusionConfig | None = None,
+    weights: str | None = None,
+) -> MethodSpec:
+    """A method from its name and options; names may carry their setting (blt-s-8, blt-d-16@entropy=1.5)."""
     text = text.strip()
-    match = re.fullmatch(r"blt-s-(\d+)", text)
-    if match:
-        spec = MethodSpec("blt-s", recompute, int(match.group(1)))
-    elif text == "blt-s":
-        spec = MethodSpec("blt-s", recompute, 8 if k is None else k)
+    diffusion = diffusion or DiffusionConfig()
+    if m := re.fullmatch(r"blt-s(?:-(\d+))?", text):
+        spec = MethodSpec("blt-s", recompute, int(m.group(1)) if m.group(1) else (8 if k is None else k), weights=weights)
+    elif m := re.fullmatch(r"blt-(d|dv)(?:-(\d+))?(?:@(\w+)=([0-9.eE+-]+|nan|inf))?", text):
+        kind, block, sampler, value = m.groups()
+        config = replace(diffusion, block=int(block)) if block else diffusion
+        if sampler:
+            if sampler not in SAMPLER_ALIASES:
+                raise BltbenchError(f"unknown sampler {sampler!r} in {text!r} (confidence, entropy or eb)")
+            sampler = SAMPLER_ALIASES[sampler]
+            setting = {"alpha": float(value)} if sampler == "confidence" else {"gamma": float(value)}
+            config = replace(config, sampler=sampler, **setting)
+        spec = MethodSpec(f"blt-{kind}", recompute, None, config, weights)
     else:
-        spec = MethodSpec(text, recompute, None)
+        spec = MethodSpec(text, recompute, None, None, weights)
     spec.validate()
     return spec
 
@@ -68,13 +108,18 @@ def generate(
     sampler: Sampler,
     observer: CallObserver | None = None,
 ) -> Generation:
-    spec.validate()
+    spec.validate(bundle)
     if max_bytes < 0:
         raise BltbenchError(f"the byte budget must be >= 0, got {max_bytes}")
-    model, entropy = bundle.require_blt(), bundle.require_entropy()
+    model = bundle.weights(spec.weights or spec.own_weights)
+    entropy = bundle.require_entropy()
     args = (model, entropy, bundle.config.patching, prompt_ids, max_bytes, sampler)
     if spec.name == "blt-s":
         return generate_speculative(*args, k=spec.k, observer=observer)
+    if spec.name == "blt-d":
+        return generate_block_diffusion(*args, spec.diffusion, observer)
+    if spec.name == "blt-dv":
+        return generate_diffusion_verified(*args, spec.diffusion, observer)
     if spec.recompute:
         return generate_recompute(*args, observer)
     return generate_cached(*args, observer)

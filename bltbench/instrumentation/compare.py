@@ -36,6 +36,7 @@ class CompareRow:
     reduction: float | None  # 1 - GB / GB(blt), paper proxy
     exact_match: float | None  # share of prompts whose output equals blt greedy
     bytes_per_s: float  # median over prompts
+    bytes_per_decoder_pass: float
     accepted_per_verify: float | None
     projected: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
@@ -67,8 +68,8 @@ def read_prompts(path: Path) -> list[str]:
     return prompts
 
 
-def parse_methods(text: str) -> list[MethodSpec]:
-    specs = [parse_method(name) for name in text.split(",") if name.strip()]
+def parse_methods(text: str, diffusion=None) -> list[MethodSpec]:
+    specs = [parse_method(name, diffusion=diffusion) for name in text.split(",") if name.strip()]
     if not specs:
         raise BltbenchError("--methods names no method")
     return specs
@@ -91,10 +92,16 @@ def compare(
     projections: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
 ) -> list[CompareRow]:
-    """Every method on every prompt; reductions and exact matches are against `blt` (run if absent)."""
+    """Every method on every prompt. Reductions are against `blt` on BLT weights (the paper's baseline);
+    exact matches are against greedy decoding of the method's own causal path (BLT for blt / blt-s,
+    BLT-D's next-byte path for blt-d / blt-dv), each run if not asked for."""
     runs: dict[str, list[Measurement]] = {}
-    reference = MethodSpec("blt")
-    order = specs if any(s.label == "blt" for s in specs) else [reference] + specs
+    baseline = MethodSpec("blt") if bundle.blt is not None else MethodSpec("blt", weights="blt-d")
+    references = {w: MethodSpec("blt", weights=None if w == "blt" else w) for w in {s.weights or s.own_weights for s in specs}}
+    order = list(specs)
+    for extra in [baseline, *references.values()]:
+        if all(extra.label != s.label for s in order):
+            order.append(extra)
     for spec in order:
         runs[spec.label] = []
         for i, prompt in enumerate(prompts):
@@ -103,7 +110,7 @@ def compare(
             runs[spec.label].append(
                 measure(spec, bundle, encode_prompt(prompt.encode()), max_bytes, sampling, device, projections)
             )
-    base = runs["blt"]
+    base = runs[baseline.label]
     base_bytes, base_gb, _, _ = _totals(base)
     rows = []
     for spec in specs:
@@ -113,7 +120,8 @@ def compare(
         nfe = {c: per(sum(m.nfe[c] for m in ms)) for c in COMPONENTS}
         exact = None
         if sampling.greedy:
-            exact = sum(m.generation.output_ids == b.generation.output_ids for m, b in zip(ms, base)) / len(ms)
+            ref = runs[references[spec.weights or spec.own_weights].label]
+            exact = sum(m.generation.output_ids == r.generation.output_ids for m, r in zip(ms, ref)) / len(ms)
         accepted = [m.generation.extras["accepted_per_verify"] for m in ms if "accepted_per_verify" in m.generation.extras]
         projected = {}
         for name in projections:
@@ -135,6 +143,7 @@ def compare(
                 reduction=1 - (gb / n) / (base_gb / base_bytes) if n and base_bytes and base_gb else None,
                 exact_match=exact,
                 bytes_per_s=median_bytes_per_s(ms),
+                bytes_per_decoder_pass=n / max(1, sum(m.nfe["decoder"] for m in ms)),
                 accepted_per_verify=sum(accepted) / len(accepted) if accepted else None,
                 projected=projected,
             )

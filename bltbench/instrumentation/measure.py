@@ -50,6 +50,7 @@ class Measurement:
             "bandwidth_gb_ext": self.bandwidth.extended_gb,
             "bandwidth_gb_kv": self.bandwidth.kv_gb,
             "bytes_read_per_byte": self.per_byte(self.bandwidth.extended_gb * 1e9),
+            "bytes_per_decoder_pass": self.bytes_generated / self.nfe["decoder"] if self.nfe["decoder"] else None,
             "wall_s": self.wall_s,
             "bytes_per_s": self.bytes_generated / self.wall_s if self.wall_s > 0 else None,
         }
