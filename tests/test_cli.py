@@ -203,3 +203,26 @@ def test_blt_on_blt_d_weights_equals_blt_dv_greedy(capsys):
         outs[method[1]] = json.loads(out)
     assert outs["blt"]["output_hex"] == outs["blt-dv"]["output_hex"]
     assert outs["blt-dv"]["bytes_per_decoder_pass"] > 0
+
+
+def test_training_commands_reject_bad_input(capsys, tmp_path):
+    cases = [
+        (["train", "--variant", "gpt", "--corpus", str(tmp_path), "--steps", "1", "--out", str(tmp_path / "o")], "unknown variant"),
+        (["train", "--variant", "blt", "--corpus", str(tmp_path), "--steps", "1", "--out", str(tmp_path / "o")], "needs --init"),
+        (["train", "--variant", "entropy", "--corpus", str(tmp_path / "none"), "--steps", "1", "--out", str(tmp_path / "o")],
+         "does not exist"),
+        (["eval-bpb", "--model", "random:tiny", "--data", str(tmp_path / "missing.txt")], "does not exist"),
+        (["eval-bpb", "--model", "random:tiny", "--data", __file__, "--weights", "gpt"], "unknown weights"),
+    ]
+    for args, fragment in cases:
+        code, out, err = run_cli(capsys, *args)
+        assert code == 2 and err.startswith("error: ") and fragment in err, (args, err)
+
+
+def test_eval_bpb_json(capsys, tmp_path):
+    data = tmp_path / "d.txt"
+    data.write_text("one line\nanother line\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "eval-bpb", "--model", "random:tiny", "--data", str(data), "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["bytes"] == len("one line") + len("another line") and 6 < record["bpb"] < 12

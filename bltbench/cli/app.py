@@ -178,6 +178,148 @@ def _write_rows(rows, csv_path: Path | None, json_path: Path | None, console) ->
         console.print(f"wrote {write_text_atomic(json_path, json.dumps(records, indent=2) + chr(10))}")
 
 
+def _data_dir(data_dir: Optional[Path]) -> Path:
+    import os
+
+    chosen = data_dir or (Path(os.environ["BLTBENCH_DATA"]) if os.environ.get("BLTBENCH_DATA") else None)
+    if chosen is None:
+        raise BltbenchError("no data directory: set BLTBENCH_DATA or pass --data-dir")
+    if not chosen.is_dir():
+        raise BltbenchError(f"data directory {chosen} does not exist")
+    return chosen
+
+
+@app.command("prepare-corpus")
+def prepare_corpus_cmd(
+    out: Path = typer.Option(Path("build/corpus"), "--out"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Defaults to $BLTBENCH_DATA."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Lay out the bundled models' training corpus (news, translation pairs, stdlib code, MBPP train)."""
+    from bltbench.training.corpus import build_corpus
+
+    counts = build_corpus(_data_dir(data_dir), out, seed)
+    typer.echo(f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@app.command("train")
+def train_cmd(
+    variant: str = typer.Option(..., "--variant", help="entropy, blt or blt-d."),
+    corpus: list[Path] = typer.Option(..., "--corpus", help="Text folders or files (repeat the option)."),
+    steps: int = typer.Option(..., "--steps"),
+    out: Path = typer.Option(..., "--out", help="Output bundle folder (checkpoints go there too)."),
+    preset_name: str = typer.Option("tiny", "--preset"),
+    init: Optional[str] = typer.Option(None, "--init", help="Bundle to start from (entropy model for blt, BLT for blt-d)."),
+    seq_len: int = typer.Option(256, "--seq-len"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    lr: float = typer.Option(2e-3, "--lr"),
+    warmup: int = typer.Option(100, "--warmup"),
+    eval_every: int = typer.Option(250, "--eval-every"),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every"),
+    doc_mode: str = typer.Option("auto", "--doc-mode", help="auto (.txt/.jsonl per line, else per file), line or file."),
+    freeze: str = typer.Option("", "--freeze", help="blt-d: comma-separated parts kept at BLT values (encoder,global)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Train the entropy model, a BLT, or BLT-D (from BLT weights)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from bltbench.training.trainer import TrainConfig, Trainer
+
+    config = TrainConfig(
+        variant=variant, corpus=[str(p) for p in corpus], steps=steps, out=str(out), preset=preset_name, init=init,
+        seq_len=seq_len, batch_size=batch_size, lr=lr, warmup=warmup, eval_every=eval_every,
+        checkpoint_every=checkpoint_every, doc_mode=doc_mode, seed=seed, device=_device(device),
+        freeze=tuple(x.strip() for x in freeze.split(",") if x.strip()),
+    )
+    trainer = Trainer(config)
+    if resume:
+        trainer.load_checkpoint()
+    console = _console()
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[speed]:.0f} B/s"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"train {variant}", total=steps, completed=trainer.step, loss=float("nan"), speed=0.0)
+        trainer.run(
+            on_step=lambda step, loss, speed: progress.update(task, completed=step, loss=loss, speed=speed),
+            on_eval=lambda p: progress.console.print(
+                f"step {p.step}: train loss {p.train_loss:.4f}, held-out {p.heldout_bpb:.4f} bpb, {p.bytes_per_s:.0f} B/s"
+                + "".join(f", {k} {v:.4f}" for k, v in p.extra.items())),
+        )
+    console.print(f"wrote {trainer.export()}")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    model: str = typer.Option(..., "--model", help="A bltbench bundle folder (its config is updated in place)."),
+    target_mean: float = typer.Option(4.0, "--target-mean"),
+    max_patch: Optional[int] = typer.Option(8, "--max-patch"),
+    corpus: list[Path] = typer.Option(..., "--corpus"),
+    limit_bytes: int = typer.Option(200_000, "--limit-bytes", help="Calibrate on at most this much held-out text."),
+    heldout_fraction: float = typer.Option(0.01, "--heldout-fraction"),
+) -> None:
+    """Set the entropy threshold so the mean patch length on held-out text hits the target."""
+    import dataclasses
+
+    from bltbench.model.checkpoint import load_model, save_bundle
+    from bltbench.training.calibrate import calibrate_threshold, document_entropies
+    from bltbench.training.corpus import read_documents
+    from bltbench.training.data import split_documents
+
+    bundle = load_model(model)
+    if bundle.format != "bltbench":
+        raise BltbenchError("calibrate writes the threshold into a bltbench bundle folder")
+    entropy = bundle.require_entropy()
+    if entropy is None:
+        raise BltbenchError("calibration needs an entropy model")
+    _, heldout = split_documents(read_documents(corpus), heldout_fraction)
+    docs, total = [], 0
+    for doc in heldout:
+        if total >= limit_bytes:
+            break
+        docs.append(doc[: limit_bytes - total])
+        total += len(docs[-1])
+    threshold, achieved = calibrate_threshold(document_entropies(entropy, docs), target_mean, max_patch,
+                                              bundle.config.patching.monotonic)
+    bundle.config.patching = dataclasses.replace(bundle.config.patching, threshold=threshold, max_patch_length=max_patch)
+    save_bundle(bundle, model, keep=["checkpoint.pt"])
+    typer.echo(f"threshold {threshold:.6f}: mean patch length {achieved:.3f} on {total} held-out bytes (target {target_mean})")
+
+
+@app.command("eval-bpb")
+def eval_bpb_cmd(
+    model: str = typer.Option(..., "--model"),
+    data: list[Path] = typer.Option(..., "--data", help="Text files (.txt/.jsonl: a document per line; else per file)."),
+    weights: str = typer.Option("blt", "--weights", help="blt, blt-d (its causal path) or entropy."),
+    window: int = typer.Option(512, "--window"),
+    as_json: bool = typer.Option(False, "--json"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Bits per byte of a bundle's BLT or BLT-D causal path (or of its entropy model)."""
+    from bltbench.model.checkpoint import load_model
+    from bltbench.training.corpus import read_documents
+    from bltbench.training.evaluate import bits_per_byte
+
+    for path in data:
+        if not path.is_file():
+            raise BltbenchError(f"data file {path} does not exist")
+    bundle = load_model(model, _device(device))
+    docs = read_documents(data)
+    if weights == "entropy":
+        net = bundle.require_entropy()
+        if net is None:
+            raise BltbenchError(f"model {bundle.source} holds no entropy model")
+        bpb, n = bits_per_byte(net, None, None, docs, window)
+    else:
+        bpb, n = bits_per_byte(bundle.weights(weights), bundle.require_entropy(), bundle.config.patching, docs, window)
+    if as_json:
+        typer.echo(json.dumps({"bpb": bpb, "bytes": n}))
+    else:
+        typer.echo(f"{bpb:.4f} bits per byte over {n} bytes")
+
+
 @bench_app.command("decode")
 def bench_decode(
     model: str = typer.Option("random:tiny", "--model"),

@@ -117,22 +117,38 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
 
 
 # -- bltbench format ---------------------------------------------------------------------------------
-def save_bundle(bundle: ModelBundle, folder: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:
-    """Write a bundle atomically: everything goes to a temporary folder renamed into place."""
+def save_bundle(bundle: ModelBundle, folder: str | Path, dtype: torch.dtype = torch.bfloat16,
+                keep: list[str] | None = None) -> Path:
+    """Write a bundle atomically: everything goes to a temporary folder renamed into place. Files named
+    in `keep` that already sit in the folder are carried over (a trainer's checkpoint).
+
+    BLT-D tensors equal to the BLT's (after the cast) are stored once: the BLT-D file then names the
+    BLT file as its base, which is how a BLT-D fine-tuned with frozen parts stays small."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        components = {}
+        components: dict[str, str] = {}
+        bases: dict[str, str] = {}
+        states: dict[str, dict[str, torch.Tensor]] = {}
         for name, module in (("blt", bundle.blt), ("blt_d", bundle.blt_d), ("entropy", bundle.entropy)):
             if module is None:
                 continue
-            state = {k: v.detach().to(dtype).contiguous() for k, v in module.state_dict().items()}
+            state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in module.state_dict().items()}
+            states[name] = state
+            if name == "blt_d" and "blt" in states:
+                base = states["blt"]
+                state = {k: v for k, v in state.items() if k not in base or not torch.equal(v, base[k])}
+                bases[name] = "blt"
             save_file(state, str(tmp / COMPONENT_FILES[name]))
             components[name] = COMPONENT_FILES[name]
-        manifest = {"format": "bltbench", "version": 1, "config": bundle.config.to_dict(), "components": components}
+        manifest = {"format": "bltbench", "version": 1, "config": bundle.config.to_dict(), "components": components,
+                    "bases": bases}
+        for name in keep or []:
+            if (folder / name).exists():
+                os.replace(folder / name, tmp / name)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)
@@ -159,7 +175,13 @@ def _load_bltbench(folder: Path) -> ModelBundle:
     blt_d = None
     if "blt_d" in components:
         blt_d = BlockDiffusionBLT(config)
-        load_state(blt_d, _read_safetensors(folder / components["blt_d"]), str(folder / components["blt_d"]))
+        state = _read_safetensors(folder / components["blt_d"])
+        base = (manifest.get("bases") or {}).get("blt_d")
+        if base is not None:  # tensors BLT-D shares with its base are stored only there
+            if base not in components:
+                raise BltbenchError(f"{folder / MANIFEST}: BLT-D's base {base!r} is not in the bundle")
+            state = {**_read_safetensors(folder / components[base]), **state}
+        load_state(blt_d, state, str(folder / components["blt_d"]))
     return _eval(ModelBundle(config, blt, entropy, str(folder), "bltbench", blt_d))
 
 

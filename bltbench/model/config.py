@@ -152,7 +152,7 @@ def _tiny() -> BLTConfig:
         n_layers_global=6,
         cross_attn_k=2,
         hash_sizes=(3, 4, 5, 6, 7, 8),
-        hash_buckets=4096,
+        hash_buckets=2048,
         local_window=512,
         patching=PatchingConfig(threshold=5.156, max_patch_length=8),
         entropy=EntropyModelConfig(dim=128, n_layers=2, n_heads=4, window=512),

@@ -1,0 +1,245 @@
+"""`bltbench train`: the entropy model, the BLT, and BLT-D (from BLT weights), on byte corpora.
+
+AdamW with linear warmup and cosine decay to `min_lr_ratio * lr`, gradient clipping, periodic held-out
+bits per byte, a checkpoint every `checkpoint_every` steps that `resume` continues bit-exactly on CPU
+(model, optimizer, step and the one generator that draws data, block sizes and masks), bf16 autocast
+on CUDA and plain fp32 on CPU. The output folder is a model bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bltbench.errors import BltbenchError
+from bltbench.model.blt import ByteLatentTransformer
+from bltbench.model.bundle import ModelBundle
+from bltbench.model.checkpoint import load_model, save_bundle
+from bltbench.model.config import BLTConfig, preset
+from bltbench.model.diffusion import BlockDiffusionBLT
+from bltbench.model.entropy import EntropyModel
+from bltbench.model.init import init_weights
+from bltbench.training.corpus import read_documents
+from bltbench.training.data import ByteStream, split_documents
+from bltbench.training.objective import DiffusionObjective, batch_patch_starts, diffusion_loss, next_byte_loss
+
+VARIANTS = ("entropy", "blt", "blt-d")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    variant: str
+    corpus: list[str]
+    steps: int
+    out: str
+    preset: str = "tiny"
+    init: str | None = None
+    seq_len: int = 256
+    batch_size: int = 16
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_windows: int = 32
+    checkpoint_every: int = 500
+    heldout_fraction: float = 0.01
+    doc_mode: str = "auto"
+    seed: int = 0
+    device: str = "cpu"
+    freeze: tuple[str, ...] = ()  # blt-d: components kept at their BLT values (encoder, global)
+    objective: DiffusionObjective = field(default_factory=DiffusionObjective)
+
+    def validate(self) -> None:
+        if self.variant not in VARIANTS:
+            raise BltbenchError(f"unknown variant {self.variant!r} (choose from {', '.join(VARIANTS)})")
+        if self.steps < 1 or self.batch_size < 1 or self.seq_len < 16:
+            raise BltbenchError("steps and batch size must be positive, and sequences at least 16 bytes")
+        if self.variant in ("blt", "blt-d") and not self.init:
+            need = "a trained entropy model" if self.variant == "blt" else "BLT weights"
+            raise BltbenchError(f"--variant {self.variant} needs --init: a bundle with {need}")
+        unknown = set(self.freeze) - {"encoder", "global"}
+        if unknown:
+            raise BltbenchError(f"can only freeze encoder and global, not {', '.join(sorted(unknown))}")
+        self.objective.validate()
+
+
+@dataclass
+class EvalPoint:
+    step: int
+    train_loss: float
+    heldout_bpb: float
+    bytes_per_s: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    floor = config.min_lr_ratio
+    return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        config.validate()
+        self.config = config
+        self.device = torch.device(config.device)
+        docs = read_documents([Path(p) for p in config.corpus], config.doc_mode)
+        train_docs, heldout_docs = split_documents(docs, config.heldout_fraction)
+        if not heldout_docs:
+            heldout_docs = train_docs[-1:]
+        self.train_stream = ByteStream(train_docs)
+        self.heldout = ByteStream(heldout_docs).windows(config.seq_len, config.eval_windows).to(self.device)
+        self.bundle, self.model = self._build()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in self.params if p.dim() >= 2]
+        no_decay = [p for p in self.params if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr, betas=(0.9, 0.95),
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.history: list[EvalPoint] = []
+
+    # -- models ------------------------------------------------------------------------------------
+    def _build(self) -> tuple[ModelBundle, torch.nn.Module]:
+        c = self.config
+        torch.manual_seed(c.seed)
+        if c.variant == "entropy":
+            config = preset(c.preset)
+            model = EntropyModel(config.entropy)
+            init_weights(model, c.seed)
+            return ModelBundle(config, None, model, c.out, "bltbench"), model.to(self.device)
+        base = load_model(c.init, "cpu")
+        if c.variant == "blt":
+            base.require_entropy()
+            config = dataclasses.replace(preset(c.preset), patching=base.config.patching, entropy=base.config.entropy)
+            model = ByteLatentTransformer(config)
+            init_weights(model, c.seed)
+            bundle = ModelBundle(config, model, base.entropy, c.out, "bltbench")
+        else:
+            blt = base.require_blt()
+            model = BlockDiffusionBLT(base.config)
+            missing, unexpected = model.load_state_dict(blt.state_dict(), strict=False)
+            assert missing == ["mask_embedding.weight"] and not unexpected, (missing, unexpected)
+            torch.nn.init.normal_(model.mask_embedding.weight, std=base.config.d_local ** -0.5)
+            for name in c.freeze:
+                parts = [model.local_encoder, model.encoder_hash_tok_embedding] if name == "encoder" else [model.global_transformer]
+                for part in parts:
+                    part.requires_grad_(False)
+            bundle = ModelBundle(base.config, blt, base.entropy, c.out, "bltbench", model)
+        for module in (bundle.entropy, bundle.blt):
+            if module is not None and module is not model:
+                module.to(self.device).eval().requires_grad_(False)
+        return bundle, model.to(self.device)
+
+    # -- one step ----------------------------------------------------------------------------------
+    def _loss(self, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        c, b = self.config, self.bundle
+        if c.variant == "entropy":
+            loss = next_byte_loss(self.model(ids), ids)
+            return loss, {}
+        starts = batch_patch_starts(b.entropy, b.config.patching, ids)
+        if c.variant == "blt":
+            return next_byte_loss(self.model(ids, starts), ids), {}
+        return diffusion_loss(self.model, ids, starts, c.objective, self.generator)
+
+    def train_step(self) -> tuple[float, dict[str, float]]:
+        c = self.config
+        self.model.train()
+        ids = self.train_stream.sample(c.batch_size, c.seq_len, self.generator).to(self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, c)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            loss, parts = self._loss(ids)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return loss.item(), parts
+
+    @torch.no_grad()
+    def heldout_bpb(self) -> float:
+        self.model.eval()
+        b = self.bundle
+        total, count = 0.0, 0
+        for i in range(0, self.heldout.shape[0], self.config.batch_size):
+            ids = self.heldout[i : i + self.config.batch_size]
+            if self.config.variant == "entropy":
+                logits = self.model(ids)
+            else:
+                logits = self.model(ids, batch_patch_starts(b.entropy, b.config.patching, ids))
+            n = ids[:, 1:].numel()
+            total += next_byte_loss(logits, ids).item() * n
+            count += n
+        return total / count / math.log(2)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        out = Path(self.config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "history": [dataclasses.asdict(h) for h in self.history],
+            "variant": self.config.variant,
+        }
+        tmp = out / (CHECKPOINT + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(out / CHECKPOINT)
+
+    def load_checkpoint(self) -> None:
+        path = Path(self.config.out) / CHECKPOINT
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except (OSError, RuntimeError, EOFError) as exc:
+            raise BltbenchError(f"cannot resume from {path}: {str(exc).splitlines()[0]}") from None
+        if state.get("variant") != self.config.variant:
+            raise BltbenchError(f"{path} is a {state.get('variant')} checkpoint, not {self.config.variant}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.step = state["step"]
+        self.history = [EvalPoint(**h) for h in state["history"]]
+
+    def export(self, dtype: torch.dtype = torch.bfloat16) -> Path:
+        """Write the bundle: trained component plus what it was built on."""
+        self.model.eval()
+        return save_bundle(self.bundle, self.config.out, dtype, keep=[CHECKPOINT])
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self, on_step: Callable[[int, float, float], None] | None = None,
+            on_eval: Callable[[EvalPoint], None] | None = None) -> list[EvalPoint]:
+        c = self.config
+        window_bytes, window_start = 0, time.perf_counter()
+        loss = float("nan")
+        parts: dict[str, float] = {}
+        while self.step < c.steps:
+            loss, parts = self.train_step()
+            window_bytes += c.batch_size * c.seq_len
+            speed = window_bytes / max(1e-9, time.perf_counter() - window_start)
+            if on_step:
+                on_step(self.step, loss, speed)
+            if self.step % c.eval_every == 0 or self.step == c.steps:
+                point = EvalPoint(self.step, loss, self.heldout_bpb(), speed, parts)
+                self.history.append(point)
+                if on_eval:
+                    on_eval(point)
+                window_bytes, window_start = 0, time.perf_counter()
+            if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+                self.save_checkpoint()
+        return self.history

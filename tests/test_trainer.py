@@ -1,0 +1,105 @@
+"""The trainer, checkpoint resume, threshold calibration and bits-per-byte evaluation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bltbench.model.checkpoint import load_model
+from bltbench.model.config import PatchingConfig
+from bltbench.training.calibrate import calibrate_threshold, document_entropies, mean_patch_length
+from bltbench.training.evaluate import bits_per_byte
+from bltbench.training.trainer import TrainConfig, Trainer
+
+LINES = [
+    "the cat sat on the mat and the dog sat on the log",
+    "French: le chat est sur le tapis\nEnglish: the cat is on the mat",
+    "def add(a, b):\n    return a + b",
+    "a bird in the hand is worth two in the bush",
+]
+
+
+@pytest.fixture(scope="module")
+def toy_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    # distinct documents from one distribution, so a held-out share is like the training share
+    lines = [f"{line} ({i} of {j})".replace("\n", " ") for i in range(40) for j, line in enumerate(LINES)]
+    (root / "text.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / "code.py").write_text("def sub(a, b):\n    return a - b\n" * 20, encoding="utf-8")
+    return root
+
+
+def _config(toy_corpus, out, variant="entropy", steps=30, **extra):
+    return TrainConfig(variant=variant, corpus=[str(toy_corpus)], steps=steps, out=str(out), seq_len=48, batch_size=4,
+                       lr=3e-3, warmup=5, eval_every=10, checkpoint_every=3, eval_windows=4, heldout_fraction=0.3,
+                       **extra)
+
+
+def test_training_lowers_heldout_loss(toy_corpus, tmp_path):
+    trainer = Trainer(_config(toy_corpus, tmp_path / "ent", steps=40))
+    start = trainer.heldout_bpb()
+    history = trainer.run()
+    assert history[-1].heldout_bpb < 0.7 * start
+    trainer.export()
+    bundle = load_model(str(tmp_path / "ent"))
+    assert bundle.entropy is not None and bundle.blt is None
+
+
+@pytest.mark.parametrize("variant", ["entropy", "blt-d"])
+def test_resume_continues_bit_exactly(toy_corpus, tmp_path, variant):
+    extra = {"init": "random:tiny:3"} if variant == "blt-d" else {}
+    straight = Trainer(_config(toy_corpus, tmp_path / "a", variant, steps=6, **extra))
+    losses_straight = [straight.train_step()[0] for _ in range(6)]
+
+    first = Trainer(_config(toy_corpus, tmp_path / "b", variant, steps=6, **extra))
+    losses = [first.train_step()[0] for _ in range(3)]
+    first.save_checkpoint()
+    resumed = Trainer(_config(toy_corpus, tmp_path / "b", variant, steps=6, **extra))
+    resumed.load_checkpoint()
+    assert resumed.step == 3
+    losses += [resumed.train_step()[0] for _ in range(3)]
+    assert losses == losses_straight
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_blt_d_from_blt_keeps_frozen_parts_and_stores_them_once(toy_corpus, tmp_path):
+    trainer = Trainer(_config(toy_corpus, tmp_path / "d", "blt-d", steps=3, init="random:tiny:1", freeze=("encoder", "global")))
+    trainer.run()
+    folder = trainer.export()
+    bundle = load_model(str(folder))
+    base = load_model("random:tiny:1").blt
+    for name, tensor in bundle.blt_d.global_transformer.state_dict().items():
+        assert torch.allclose(tensor, base.global_transformer.state_dict()[name].to(torch.bfloat16).float()), name
+    size = lambda name: (folder / name).stat().st_size  # noqa: E731
+    assert size("blt_d.safetensors") < 0.5 * size("blt.safetensors")
+
+
+def test_calibration_hits_its_target():
+    bundle = load_model("random:tiny:2")
+    text = [("The calibration text: " + " ".join(LINES)).encode() * 3]
+    entropies = document_entropies(bundle.entropy, text)
+    for target in (2.0, 3.0, 4.0):
+        threshold, achieved = calibrate_threshold(entropies, target, 8)
+        assert abs(achieved - target) <= 0.05 * target  # stated tolerance: 5%
+        config = PatchingConfig(threshold=threshold, max_patch_length=8)
+        assert mean_patch_length(config, entropies) == pytest.approx(achieved)
+
+
+def test_bits_per_byte_matches_a_direct_computation(micro):
+    import math
+
+    import torch.nn.functional as F
+
+    from bltbench.decoding.blt import recompute_logits
+    from bltbench.model.ids import encode_prompt
+
+    docs = [b"first document", b"a second, somewhat longer document"]
+    bpb, n = bits_per_byte(micro.blt, micro.entropy, micro.config.patching, docs, window=512)
+    nats = 0.0
+    for doc in docs:
+        ids = encode_prompt(doc)
+        logits = recompute_logits(micro.blt, micro.entropy, micro.config.patching, ids)
+        nats += float(F.cross_entropy(logits[:-1], torch.tensor(ids[1:]), reduction="sum"))
+    assert n == sum(len(d) for d in docs)
+    assert bpb == pytest.approx(nats / math.log(2) / n, rel=1e-5)
