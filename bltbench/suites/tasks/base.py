@@ -1,0 +1,45 @@
+"""What a generation task is: samples with prompts, a byte budget, stop strings, and scoring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bltbench.suites.data import DataSource
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    prompt: str
+    reference: Any = None  # what scoring needs: a reference sentence, a problem dict
+    meta: dict = field(default_factory=dict)
+
+
+class GenerationTask:
+    """Subclasses set `name`, `metric`, `max_bytes` and `stop`, and implement the three methods."""
+
+    name: str = ""
+    metric: str = ""
+    max_bytes: int = 256
+    stop: tuple[str, ...] = ()
+
+    def samples(self, data: DataSource, limit: int | None = None) -> list[Sample]:
+        raise NotImplementedError
+
+    def postprocess(self, output: str) -> str:
+        """The completion proper: the output cut at the first stop string."""
+        cut = len(output)
+        for s in self.stop:
+            i = output.find(s)
+            if i != -1:
+                cut = min(cut, i)
+        return output[:cut]
+
+    def score(self, sample: Sample, completion: str) -> dict[str, float]:
+        raise NotImplementedError
+
+    def aggregate(self, samples: list[Sample], completions: list[str], scores: list[dict]) -> dict[str, Any]:
+        """Task-level metrics; by default the mean of each per-sample score."""
+        keys = scores[0].keys() if scores else []
+        return {k: sum(s[k] for s in scores) / len(scores) for k in keys}
