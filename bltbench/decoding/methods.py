@@ -1,6 +1,6 @@
 """The decoding methods a run can name, and the one entry point that dispatches to them.
 
-Names: `blt`; `blt-s` with draft length k (`--k`, or `blt-s-K`); `blt-d` with block B (`--block`, or
+Names (each also accepted with a `[blt-d weights]` suffix, as labels print): `blt`; `blt-s` with draft length k (`--k`, or `blt-s-K`); `blt-d` with block B (`--block`, or
 `blt-d-B`, optionally `blt-d-B@confidence=A`, `@entropy=G` or `@eb=G`); `blt-dv` (`blt-dv-B`).
 `blt` and `blt-s` run on BLT weights and `blt-d`, `blt-dv` on BLT-D weights; `weights` overrides the
 first two (BLT-D keeps BLT's causal path, so `blt` on BLT-D weights is BLT-D's autoregressive decoding).
@@ -81,6 +81,8 @@ def parse_method(
 ) -> MethodSpec:
     """A method from its name and options; names may carry their setting (blt-s-8, blt-d-16@entropy=1.5)."""
     text = text.strip()
+    if m := re.fullmatch(r"(.+)\[(blt|blt-d) weights\]", text):  # a label written back: "blt[blt-d weights]"
+        text, weights = m.group(1), m.group(2)
     diffusion = diffusion or DiffusionConfig()
     if m := re.fullmatch(r"blt-s(?:-(\d+))?", text):
         spec = MethodSpec("blt-s", recompute, int(m.group(1)) if m.group(1) else (8 if k is None else k), weights=weights)

@@ -30,11 +30,11 @@ class DataSource:
             raise BltbenchError(f"data directory {self.root} does not exist")
 
     def _missing(self, what: str) -> BltbenchError:
-        where = f"{self.root}" if self.root else "no data directory (BLTBENCH_DATA is unset)"
+        where = f"in {self.root}" if self.root else "(no data directory: BLTBENCH_DATA is unset)"
         hint = "set BLTBENCH_DATA or --data-dir to a folder laid out like ../shared/data"
         if offline():
-            return BltbenchError(f"dataset {what} not found in {where}, and downloads are off (HF offline mode): {hint}")
-        return BltbenchError(f"dataset {what} not found in {where} and could not be downloaded: {hint}")
+            return BltbenchError(f"dataset {what} not found {where}, and downloads are off (offline mode): {hint}")
+        return BltbenchError(f"dataset {what} not found {where} and could not be downloaded: {hint}")
 
     def local(self, relative: str) -> Path | None:
         if self.root is not None and (self.root / relative).exists():

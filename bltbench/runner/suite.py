@@ -1,0 +1,134 @@
+"""Suite definitions: YAML naming the model, the grid of methods and settings, the tasks and limits.
+
+    name: default
+    model: tiny                     # any --model spec
+    methods: [blt, blt-s-8, blt-d-8@confidence=0.7, blt-dv-8]
+    sampling: {temperature: 0.0}    # default for every task
+    project: [blt-1b, blt-7b]       # also price every trace at these sizes
+    tasks:
+      - {name: flores-fr-en, limit: 4, max_bytes: 128}
+      - {name: diversity, limit: 4, sampling: {temperature: 1.0, top_p: 0.9}}
+
+Unknown or malformed fields are errors, reported with the suite's path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bltbench.decoding.methods import MethodSpec, parse_method
+from bltbench.decoding.sampling import SamplingConfig
+from bltbench.errors import BltbenchError
+from bltbench.instrumentation.params import profile
+from bltbench.suites.tasks.registry import get_task
+
+SUITE_FIELDS = {"name", "model", "methods", "sampling", "project", "tasks", "data_dir", "description"}
+TASK_FIELDS = {"name", "limit", "max_bytes", "sampling"}
+SAMPLING_FIELDS = {"temperature", "top_p", "top_k", "seed"}
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    name: str
+    limit: int | None
+    max_bytes: int | None
+    sampling: SamplingConfig
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    model: str
+    methods: tuple[MethodSpec, ...]
+    tasks: tuple[TaskEntry, ...]
+    project: tuple[str, ...] = ()
+    data_dir: str | None = None
+    source: dict = field(default_factory=dict, compare=False)
+
+
+def _sampling(raw: Any, where: str, base: SamplingConfig | None = None) -> SamplingConfig:
+    if raw is None:
+        return base or SamplingConfig()
+    if not isinstance(raw, dict):
+        raise BltbenchError(f"{where}: sampling must be a mapping")
+    unknown = set(raw) - SAMPLING_FIELDS
+    if unknown:
+        raise BltbenchError(f"{where}: unknown sampling fields {', '.join(sorted(unknown))}")
+    values = {**(vars(base) if base else {}), **raw}
+    try:
+        config = SamplingConfig(**values)
+    except TypeError as exc:
+        raise BltbenchError(f"{where}: {exc}") from None
+    config.validate()
+    return config
+
+
+def parse_suite(raw: Any, where: str) -> Suite:
+    if not isinstance(raw, dict):
+        raise BltbenchError(f"{where}: a suite is a YAML mapping")
+    unknown = set(raw) - SUITE_FIELDS
+    if unknown:
+        raise BltbenchError(f"{where}: unknown fields {', '.join(sorted(unknown))}")
+    for key in ("name", "model", "methods", "tasks"):
+        if key not in raw:
+            raise BltbenchError(f"{where}: missing field {key!r}")
+    if not isinstance(raw["methods"], list) or not raw["methods"]:
+        raise BltbenchError(f"{where}: methods must be a non-empty list")
+    if not isinstance(raw["tasks"], list) or not raw["tasks"]:
+        raise BltbenchError(f"{where}: tasks must be a non-empty list")
+    try:
+        methods = tuple(parse_method(str(m)) for m in raw["methods"])
+    except BltbenchError as exc:
+        raise BltbenchError(f"{where}: {exc}") from None
+    labels = [m.label for m in methods]
+    if len(set(labels)) != len(labels):
+        raise BltbenchError(f"{where}: methods repeat ({', '.join(labels)})")
+    base = _sampling(raw.get("sampling"), f"{where}: sampling")
+    tasks = []
+    for i, entry in enumerate(raw["tasks"]):
+        at = f"{where}: tasks[{i}]"
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise BltbenchError(f"{at}: a task is a name or a mapping with a name")
+        unknown = set(entry) - TASK_FIELDS
+        if unknown:
+            raise BltbenchError(f"{at}: unknown fields {', '.join(sorted(unknown))}")
+        try:
+            get_task(str(entry["name"]))
+        except BltbenchError as exc:
+            raise BltbenchError(f"{at}: {exc}") from None
+        for key in ("limit", "max_bytes"):
+            value = entry.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise BltbenchError(f"{at}: {key} must be a positive integer, got {value!r}")
+        tasks.append(TaskEntry(str(entry["name"]), entry.get("limit"), entry.get("max_bytes"),
+                               _sampling(entry.get("sampling"), f"{at}: sampling", base)))
+    project = raw.get("project") or []
+    if not isinstance(project, list):
+        raise BltbenchError(f"{where}: project must be a list of preset names")
+    try:
+        for name in project:
+            profile(str(name))
+    except BltbenchError as exc:
+        raise BltbenchError(f"{where}: {exc}") from None
+    return Suite(str(raw["name"]), str(raw["model"]), methods, tuple(tasks), tuple(map(str, project)),
+                 raw.get("data_dir"), raw)
+
+
+def load_suite(path: Path) -> Suite:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BltbenchError(f"cannot read suite {path}: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        raise BltbenchError(f"suite {path} is not valid YAML{at}") from None
+    return parse_suite(raw, str(path))

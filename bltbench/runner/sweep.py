@@ -1,0 +1,142 @@
+"""`bltbench run`: every method of a suite on every sample of its tasks, metered, scored and recorded."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bltbench.decoding.methods import MethodSpec
+from bltbench.instrumentation.measure import measure
+from bltbench.instrumentation.meter import COMPONENTS
+from bltbench.model.checkpoint import load_model
+from bltbench.model.ids import encode_prompt
+from bltbench.runner.store import RunStore
+from bltbench.runner.suite import Suite
+from bltbench.suites.data import DataSource
+from bltbench.suites.tasks.base import Sample
+from bltbench.suites.tasks.registry import get_task
+
+
+@dataclass
+class SweepResult:
+    folder: Path
+    written: int
+    skipped: int
+    summary: list[dict]
+
+
+def _reference(spec: MethodSpec, labels: set[str]) -> str | None:
+    """The label of the causal-path greedy run a lossless method must match, if the suite has it."""
+    weights = spec.weights or spec.own_weights
+    label = MethodSpec("blt", weights=None if weights == "blt" else weights).label
+    return label if label in labels and label != spec.label else None
+
+
+def run_suite(
+    suite: Suite,
+    folder: Path,
+    limit: int | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    on_sample: Callable[[str], None] | None = None,
+    on_plan: Callable[[int], None] | None = None,
+) -> SweepResult:
+    data = DataSource(data_dir or suite.data_dir)
+    plan: list[tuple[object, object, list[Sample]]] = []
+    for entry in suite.tasks:
+        task = get_task(entry.name)
+        cap = min(x for x in (entry.limit, limit) if x is not None) if (entry.limit or limit) else None
+        plan.append((entry, task, task.samples(data, cap)))
+    bundle = load_model(suite.model, device)
+    for spec in suite.methods:
+        spec.validate(bundle)
+    store = RunStore(folder, suite.source, resume)
+    if on_plan:
+        on_plan(len(suite.methods) * sum(len(s) for _, _, s in plan))
+    written = skipped = 0
+    for spec in suite.methods:
+        for entry, task, samples in plan:
+            budget = entry.max_bytes or task.max_bytes
+            for sample in samples:
+                key = (spec.label, task.name, sample.id)
+                if store.has(key):
+                    skipped += 1
+                    if on_sample:
+                        on_sample(f"{spec.label} {task.name}: skipped (done)")
+                    continue
+                m = measure(spec, bundle, encode_prompt(sample.prompt.encode()), budget, entry.sampling, device, suite.project)
+                completion = task.postprocess(m.generation.text)
+                record = {
+                    "method": spec.label,
+                    "task": task.name,
+                    "sample_id": sample.id,
+                    "settings": {"name": spec.name, "k": spec.k, "weights": spec.weights or spec.own_weights,
+                                 "diffusion": vars(spec.diffusion) if spec.diffusion else None,
+                                 "sampling": vars(entry.sampling), "max_bytes": budget},
+                    "completion": completion,
+                    "score": task.score(sample, completion),
+                    **{k: v for k, v in m.to_json().items() if k not in ("method", "output")},
+                    "output": m.generation.text,
+                    "time": time.time(),
+                }
+                store.append(record)
+                written += 1
+                if on_sample:
+                    on_sample(f"{spec.label} {task.name}")
+    summary = summarize(suite, store.records(), {t.name: (t, s) for _, t, s in plan})
+    store.write_summary(summary)
+    return SweepResult(folder, written, skipped, summary)
+
+
+def summarize(suite: Suite, records: list[dict], tasks: dict) -> list[dict]:
+    """One row per (method, task): task metrics, NFEs and bandwidth per byte, reductions against blt,
+    exact match against the method's causal greedy path (when the suite ran it), speed."""
+    by: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in records:
+        by.setdefault((r["method"], r["task"]), {})[r["sample_id"]] = r
+    labels = {s.label for s in suite.methods}
+    rows = []
+    for spec in suite.methods:
+        for name, (task, samples) in tasks.items():
+            got = by.get((spec.label, name), {})
+            ordered = [(s, got[s.id]) for s in samples if s.id in got]
+            if not ordered:
+                continue
+            recs = [r for _, r in ordered]
+            n_bytes = sum(r["bytes_generated"] for r in recs)
+            per = (lambda x: x / n_bytes) if n_bytes else (lambda x: float("nan"))
+            row = {
+                "method": spec.label,
+                "task": name,
+                "samples": len(recs),
+                "complete": len(recs) == len(samples),
+                "bytes": n_bytes,
+                **task.aggregate([s for s, _ in ordered], [r["completion"] for r in recs], [r["score"] for r in recs]),
+                "gb_per_byte": per(sum(r["bandwidth_gb"] for r in recs)),
+                "gb_per_byte_ext": per(sum(r["bandwidth_gb_ext"] for r in recs)),
+                "gb_per_byte_kv": per(sum(r["bandwidth_gb_kv"] for r in recs)),
+                "bytes_per_decoder_pass": n_bytes / max(1, sum(r["nfe"]["decoder"] for r in recs)),
+                "bytes_per_s": statistics.median([r["bytes_generated"] / r["wall_s"] for r in recs if r["wall_s"] > 0] or [0]),
+                "nfe_per_byte": {c: per(sum(r["nfe"][c] for r in recs)) for c in COMPONENTS},
+                "projected_gb_per_byte": {p: per(sum(r["projected"][p]["bandwidth_gb"] for r in recs)) for p in suite.project},
+            }
+            accepted = [r["accepted_per_verify"] for r in recs if "accepted_per_verify" in r]
+            row["accepted_per_verify"] = sum(accepted) / len(accepted) if accepted else None
+            ref = _reference(spec, labels)
+            greedy = all(r["settings"]["sampling"]["temperature"] == 0 for r in recs)
+            if ref and greedy and spec.lossless:
+                refs = by.get((ref, name), {})
+                pairs = [(r, refs[r["sample_id"]]) for r in recs if r["sample_id"] in refs]
+                row["exact_match"] = sum(a["output_hex"] == b["output_hex"] for a, b in pairs) / len(pairs) if pairs else None
+            else:
+                row["exact_match"] = None
+            rows.append(row)
+    base = {r["task"]: r for r in rows if r["method"] == "blt"}
+    for row in rows:
+        b = base.get(row["task"])
+        row["reduction"] = 1 - row["gb_per_byte"] / b["gb_per_byte"] if b and b["gb_per_byte"] else None
+    return rows
