@@ -19,7 +19,7 @@ test-slow:
 	$(BIN)/python -m pytest -q -m slow
 
 run:
-	$(BIN)/bltbench generate --model random:tiny --prompt "The Byte Latent Transformer" --max-bytes 64
+	$(BIN)/bltbench run
 
 bench:
 	$(BIN)/bltbench bench decode --model random:tiny
