@@ -114,3 +114,15 @@ def test_official_and_large_presets_are_only_dimensions():
     assert (seven_b.d_global, seven_b.d_patch, seven_b.hidden_ffn_global, seven_b.hidden_ffn_local) == (4096, 5120, 11008, 3584)
     tiny = preset("tiny")
     assert tiny.n_layers_encoder == 1 < tiny.n_layers_decoder and tiny.d_global == tiny.d_patch == 2 * tiny.d_local
+
+
+def test_large_components_are_sharded_and_reassembled(tmp_path, monkeypatch):
+    import bltbench.model.checkpoint as ckpt
+
+    monkeypatch.setattr(ckpt, "SHARD_BYTES", 1 << 20)
+    bundle = random_bundle("tiny")
+    folder = save_bundle(bundle, tmp_path / "sharded")
+    shards = sorted(p.name for p in folder.glob("blt-0*.safetensors"))
+    assert len(shards) > 3 and all((folder / s).stat().st_size < 2 << 20 for s in shards)
+    loaded = load_model(str(folder))
+    assert torch.allclose(logits(loaded), logits(bundle), atol=0.2)

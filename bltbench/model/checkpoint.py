@@ -142,8 +142,7 @@ def save_bundle(bundle: ModelBundle, folder: str | Path, dtype: torch.dtype = to
                 base = states["blt"]
                 state = {k: v for k, v in state.items() if k not in base or not torch.equal(v, base[k])}
                 bases[name] = "blt"
-            save_file(state, str(tmp / COMPONENT_FILES[name]))
-            components[name] = COMPONENT_FILES[name]
+            components[name] = _save_shards(state, tmp, COMPONENT_FILES[name], save_file)
         manifest = {"format": "bltbench", "version": 1, "config": bundle.config.to_dict(), "components": components,
                     "bases": bases}
         for name in keep or []:
@@ -159,6 +158,37 @@ def save_bundle(bundle: ModelBundle, folder: str | Path, dtype: torch.dtype = to
     return folder
 
 
+SHARD_BYTES = 10 * 1024 * 1024  # keeps every file small enough for a plain git repository
+
+
+def _save_shards(state: dict[str, torch.Tensor], folder: Path, filename: str, save_file) -> str | list[str]:
+    """One file, or numbered shards of at most SHARD_BYTES each when the state is larger."""
+    groups: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if groups[-1] and size + nbytes > SHARD_BYTES:
+            groups.append({})
+            size = 0
+        groups[-1][key] = tensor
+        size += nbytes
+    if len(groups) == 1:
+        save_file(groups[0], str(folder / filename))
+        return filename
+    stem = filename.removesuffix(".safetensors")
+    names = [f"{stem}-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]
+    for name, group in zip(names, groups):
+        save_file(group, str(folder / name))
+    return names
+
+
+def _read_component(folder: Path, files: str | list[str]) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for name in [files] if isinstance(files, str) else files:
+        state.update(_read_safetensors(folder / name))
+    return state
+
+
 def _load_bltbench(folder: Path) -> ModelBundle:
     manifest = _read_json(folder / MANIFEST)
     if manifest.get("format") != "bltbench" or not isinstance(manifest.get("config"), dict):
@@ -168,20 +198,20 @@ def _load_bltbench(folder: Path) -> ModelBundle:
     blt = entropy = None
     if "blt" in components:
         blt = ByteLatentTransformer(config)
-        load_state(blt, _read_safetensors(folder / components["blt"]), str(folder / components["blt"]))
+        load_state(blt, _read_component(folder, components["blt"]), f"{folder} (blt)")
     if "entropy" in components:
         entropy = EntropyModel(config.entropy)
-        load_state(entropy, _read_safetensors(folder / components["entropy"]), str(folder / components["entropy"]))
+        load_state(entropy, _read_component(folder, components["entropy"]), f"{folder} (entropy)")
     blt_d = None
     if "blt_d" in components:
         blt_d = BlockDiffusionBLT(config)
-        state = _read_safetensors(folder / components["blt_d"])
+        state = _read_component(folder, components["blt_d"])
         base = (manifest.get("bases") or {}).get("blt_d")
         if base is not None:  # tensors BLT-D shares with its base are stored only there
             if base not in components:
                 raise BltbenchError(f"{folder / MANIFEST}: BLT-D's base {base!r} is not in the bundle")
-            state = {**_read_safetensors(folder / components[base]), **state}
-        load_state(blt_d, state, str(folder / components["blt_d"]))
+            state = {**_read_component(folder, components[base]), **state}
+        load_state(blt_d, state, f"{folder} (blt_d)")
     return _eval(ModelBundle(config, blt, entropy, str(folder), "bltbench", blt_d))
 
 
