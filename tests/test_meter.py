@@ -59,7 +59,12 @@ def test_bandwidth_equals_a_hand_count(micro):
     ]
     bw = price(calls, p)
     assert bw.paper_gb == pytest.approx(2 * (2 * p.decoder + 1 * (p.encoder + p.global_)) / 1e9)
-    weights = p.entropy + p.encoder + p.global_ + 2 * p.decoder
+    # per call: the encoder step without pooling; the global call with pooling (32*64 + cross) and the
+    # latent projection into each decoder layer's keys/values (64*64 + 2 layers x (2*32*32 + 32))
+    pooling, latent_kv = 32 * 64 + cross, 64 * 64 + 2 * (2 * 32 * 32 + 32)
+    assert p.per_call == {"entropy": p.entropy, "encoder": p.encoder - pooling,
+                          "global": p.global_ + pooling + latent_kv, "decoder": p.decoder - latent_kv}
+    weights = p.entropy + (p.encoder - pooling) + (p.global_ + pooling + latent_kv) + 2 * (p.decoder - latent_kv)
     rows = 1 * 32 + 1 * (1 + 6) * 32  # one entropy embedding row; byte + six hash rows per encoder position
     assert bw.extended_gb == pytest.approx(2 * (weights + rows) / 1e9)
     kv = (

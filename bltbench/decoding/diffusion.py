@@ -98,6 +98,11 @@ def _values(probs: torch.Tensor, chosen: list[int], sampler: Sampler) -> list[in
     return torch.multinomial(probs[chosen], 1, generator=sampler.generator).flatten().tolist()
 
 
+def _settled_eos(cells: list[int]) -> bool:
+    """A committed EOS with every cell before it committed: the block's text is final there."""
+    return EOS in cells and MASK not in cells[: cells.index(EOS)]
+
+
 @torch.inference_mode()
 def generate_block_diffusion(
     model: BlockDiffusionBLT,
@@ -126,18 +131,23 @@ def generate_block_diffusion(
             chosen = choose_cells(probs, config)
             for i, value in zip(chosen, _values(probs, chosen, sampler)):
                 cells[masked[i]] = value
-            if MASK not in cells:
+            if MASK not in cells or _settled_eos(cells):
                 break
             logits = state.block_pass(cells)
             passes += 1
-        if EOS in cells:
+        if _settled_eos(cells):
             cells = cells[: cells.index(EOS)]
             eos = True
         out.extend(cells)
         clean = cells
     total = len(prompt_ids) + len(out)
-    starts = state.preview_starts((prompt_ids + out)[len(state) : total])[:total]
-    return Generation(list(prompt_ids), out, eos, lengths_from_starts(starts), {"decoder_passes": passes})
+    tail = (prompt_ids + out)[len(state) : total]
+
+    def patches() -> list[int]:  # run when asked, after timing: the last block was never run
+        with torch.inference_mode():
+            return lengths_from_starts(state.preview_starts(tail)[:total])
+
+    return Generation(list(prompt_ids), out, eos, patches, {"decoder_passes": passes})
 
 
 @torch.inference_mode()
@@ -156,6 +166,7 @@ def generate_diffusion_verified(
     greedy = sampler.config.greedy
     out: list[int] = []
     committed_per_verify: list[int] = []
+    drafted = accepted_total = 0
     eos = False
     pending = prompt_ids[-1]
     while len(out) < max_bytes and not eos:
@@ -180,6 +191,8 @@ def generate_diffusion_verified(
             accepted, bonus = accept_sampling(drafts, list(q[: len(drafts)]) if drafts else [],
                                               sampler.probs(verify_logits), sampler.generator)
         state.truncate(base + accepted)
+        drafted += len(drafts)
+        accepted_total += accepted
         committed = 0
         for byte in drafts[:accepted] + [bonus]:
             if byte == EOS:
@@ -192,6 +205,7 @@ def generate_diffusion_verified(
         committed_per_verify.append(committed)
         pending = bonus
     extras = {"accepted_per_verify": sum(committed_per_verify) / max(1, len(committed_per_verify)),
+              "acceptance_rate": accepted_total / drafted if drafted else None,
               "verify_rounds": len(committed_per_verify)}
     # Only the pending byte was never run; its patch flag is already known from the byte before it.
     return Generation(list(prompt_ids), out, eos, lengths_from_starts(state.starts[: len(prompt_ids) + len(out)]), extras)

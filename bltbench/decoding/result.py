@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bltbench.model.ids import ids_to_bytes
@@ -12,8 +13,15 @@ class Generation:
     prompt_ids: list[int]
     output_ids: list[int]  # generated ids, EOS excluded
     stopped_at_eos: bool
-    patch_lengths: list[int]  # over BOS + prompt + output; the first patch is the BOS alone
+    patches: list[int] | Callable[[], list[int]]  # a list, or how to compute it outside the timed region
     extras: dict = field(default_factory=dict)
+
+    @property
+    def patch_lengths(self) -> list[int]:
+        """Patch lengths over BOS + prompt + output; the first patch is the BOS alone."""
+        if callable(self.patches):
+            self.patches = self.patches()
+        return self.patches
 
     @property
     def output_bytes(self) -> bytes:

@@ -39,7 +39,7 @@ def accept_sampling(
     draw from norm(max(0, p - q)); if every draft stands, draw the bonus byte from p."""
     for i, (d, q) in enumerate(zip(drafts, draft_probs)):
         p = verify_probs[i]
-        if float(torch.rand((), generator=generator)) * float(q[d]) < float(p[d]):
+        if float(torch.rand((), generator=generator, device=generator.device)) * float(q[d]) < float(p[d]):
             continue
         residual = torch.clamp(p - q, min=0.0)
         total = float(residual.sum())
@@ -66,6 +66,7 @@ def generate_speculative(
     greedy = sampler.config.greedy
     out: list[int] = []
     committed_per_verify: list[int] = []
+    drafted = accepted_total = 0
     eos = False
     pending = prompt_ids[-1]
     while len(out) < max_bytes and not eos:
@@ -94,6 +95,8 @@ def generate_speculative(
         else:
             accepted, bonus = accept_sampling(drafts, draft_probs, sampler.probs(verify_logits), sampler.generator)
         state.truncate(base + 1 + accepted)
+        drafted += len(drafts)
+        accepted_total += accepted
         new = drafts[:accepted] + [bonus]
         committed = 0
         for byte in new:
@@ -109,5 +112,6 @@ def generate_speculative(
     # The pending byte was never run; its patch flag is already known from the byte before it.
     starts = state.starts[: len(prompt_ids) + len(out)]
     extras = {"accepted_per_verify": sum(committed_per_verify) / max(1, len(committed_per_verify)),
+              "acceptance_rate": accepted_total / drafted if drafted else None,
               "verify_rounds": len(committed_per_verify)}
     return Generation(list(prompt_ids), out, eos, lengths_from_starts(starts), extras)

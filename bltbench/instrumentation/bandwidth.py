@@ -4,9 +4,10 @@
   GB = 2 * (N_dec * P_dec + N_enc * (P_enc + P_glob)) / 1e9. The paper counts encoder + global
   evaluations at patch granularity, so N_enc here is the number of global-model calls (each one
   a pooled patch batch), and per-byte encoder steps are left to the extended figures.
-- `extended_gb`: every call of every component reads that component's dense weights (entropy model
-  included) plus the embedding rows it actually gathers: one byte row and one row per hash table
-  per encoder position, one row per entropy position. Never whole tables.
+- `extended_gb`: every call of every component reads the dense weights that call uses (entropy model
+  included; see `ComponentParams.per_call`: pooling and latent projections are billed to the global
+  call that runs them) plus the embedding rows it actually gathers: one byte row and one row per hash
+  table per encoder position, one row per entropy position. Never whole tables.
 - `kv_gb`: the extended figure plus KV-cache reads: 2 (K and V) x layers x (cached + new positions)
   x width x 2 bytes per call, and the decoder's cross-attention slots.
 """
@@ -51,7 +52,7 @@ class Bandwidth:
 def price(calls: list[Call], p: ComponentParams) -> Bandwidth:
     n_dec = sum(1 for c in calls if c.component == "decoder")
     n_glob = sum(1 for c in calls if c.component == "global")
-    weights = sum(p.dense(c.component) + _embedding_params(c, p) for c in calls)
+    weights = sum(p.per_call[c.component] + _embedding_params(c, p) for c in calls)
     kv = sum(_kv_params(c, p) for c in calls)
     return Bandwidth(
         paper_gb=paper_gb(n_dec, n_glob, p.decoder, p.encoder + p.global_),

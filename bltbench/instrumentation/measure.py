@@ -54,8 +54,9 @@ class Measurement:
             "wall_s": self.wall_s,
             "bytes_per_s": self.bytes_generated / self.wall_s if self.wall_s > 0 else None,
         }
-        if "accepted_per_verify" in g.extras:
-            record["accepted_per_verify"] = g.extras["accepted_per_verify"]
+        for key in ("accepted_per_verify", "acceptance_rate"):
+            if key in g.extras:
+                record[key] = g.extras[key]
         for name, bw in self.projected.items():
             record.setdefault("projected", {})[name] = {
                 "bandwidth_gb": bw.paper_gb,

@@ -24,7 +24,13 @@ def cross_attention_params(dim: int) -> int:
 @dataclass(frozen=True)
 class ComponentParams:
     """Dense parameters per component (embedding tables excluded: only gathered rows are read),
-    plus the shapes the extended figures need (embedding row widths, KV widths and layer counts)."""
+    plus the shapes the extended figures need (embedding row widths, KV widths and layer counts).
+
+    `entropy`, `encoder`, `global_`, `decoder` are whole modules, as the paper counts them. `per_call`
+    is what one call of each component actually reads in bltbench's decoding: pooling a completed patch
+    (the encoder's projection and cross-attention) and projecting its latent into every decoder layer's
+    cross-attention keys/values happen once per latent, inside the global call, not in every encoder
+    or decoder step."""
 
     name: str
     entropy: int
@@ -37,6 +43,7 @@ class ComponentParams:
     cross_attn_k: int
     layers: dict[str, int]  # self-attention layers per component
     kv_width: dict[str, int]  # key (= value) width per layer and position
+    per_call: dict[str, int]  # dense parameters one call of each component reads
     note: str = ""
 
     def dense(self, component: str) -> int:
@@ -65,8 +72,13 @@ def component_params(config: BLTConfig, name: str = "custom", note: str = "") ->
         + c.d_local  # final norm
         + c.d_local * c.vocab_size  # output head
     )
+    pooling = c.d_local * c.d_patch + cross_attention_params(c.d_local)
+    latent_kv = c.d_global * c.d_patch + c.n_layers_decoder * (2 * c.d_local * c.d_local + c.d_local)
+    per_call = {"entropy": entropy_params(c.entropy), "encoder": enc - pooling, "global": glob + pooling + latent_kv,
+                "decoder": dec - latent_kv}
     return ComponentParams(
         name=name,
+        per_call=per_call,
         entropy=entropy_params(c.entropy),
         encoder=enc,
         global_=glob,

@@ -22,6 +22,7 @@ from bltbench.model.layers import (
     Rotary,
     TransformerBlock,
     causal_plan,
+    mask_to_bias,
     run_blocks,
 )
 
@@ -58,7 +59,10 @@ class LocalEncoder(nn.Module):
         queries = self.patch_embedding_projection(pooled).reshape(b, n_patches * k, d)
         slot_patch = torch.arange(n_patches, device=h.device).repeat_interleave(k)
         mask = (slot_patch[None, :, None] == patch_ids[:, None, :]).unsqueeze(1)
-        slots = queries + self.cross_attn_layers[0](queries, h, mask)
+        attended = self.cross_attn_layers[0](queries, h, mask_to_bias(mask, h.dtype))
+        if b > 1:  # rows with fewer patches than the batch's most have empty padding slots: NaN, made 0
+            attended = torch.nan_to_num(attended)
+        slots = queries + attended
         return slots.reshape(b, n_patches, k * d)
 
 
@@ -120,9 +124,11 @@ class LocalDecoder(nn.Module):
         if plan is None:
             plan = causal_plan(self.rope, start, h.shape[1], self.config.local_window, h.device)
 
+        cross_bias = mask_to_bias(cross_mask, h.dtype)
+
         def cross(i: int, x: torch.Tensor) -> torch.Tensor:
             k, v = cross_kv(i)
-            return x + self.cross_attn_layers[i].attend(x, k, v, cross_mask)
+            return x + self.cross_attn_layers[i].attend(x, k, v, cross_bias)
 
         h = run_blocks(self.layers, plan, h, cache, before=cross)
         return self.output(self.norm(h))

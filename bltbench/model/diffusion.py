@@ -61,7 +61,7 @@ class BlockDiffusionBLT(ByteLatentTransformer):
 
         # Cross-attention: clean positions read the latent of (patch of byte p+1) - 1; a block at s reads
         # the latent of the patch before the one s starts.
-        cell_latent = torch.gather(patch_ids, 1, cell_start) - 1
+        cell_latent = (torch.gather(patch_ids, 1, cell_start) - 1).clamp(min=0)  # ignored cells read latent 0
         want = torch.cat([dec_patch_ids, cell_latent], dim=1)
         slot_patch = torch.arange(n_patches, device=device).repeat_interleave(c.cross_attn_k)
         cross_mask = (want.unsqueeze(-1) == slot_patch).unsqueeze(1)

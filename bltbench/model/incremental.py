@@ -90,12 +90,7 @@ class IncrementalBLT:
         p0, h = self._commit(new_ids)
         t = h.shape[1]
         dec = [self.n_starts[p + 1] - 2 for p in range(p0, p0 + t)]
-        if t == 1:
-            a, b = dec[0] * self.k, dec[0] * self.k + self.k
-            mask = None
-        else:
-            a, b = 0, self.n_latents * self.k
-            mask = self._latent_mask(dec)
+        a, b, mask = self._latent_window(dec)
         return self._decode(h, p0, a, b, mask)
 
     def _commit(self, new_ids: Sequence[int]) -> tuple[int, torch.Tensor]:
@@ -113,11 +108,16 @@ class IncrementalBLT:
         self._complete_patches()
         return p0, h
 
-    def _latent_mask(self, wanted: list[int]) -> torch.Tensor:
-        """[1, 1, T, n_latents * k]: row i may read the k slots of latent wanted[i]."""
-        slot_patch = torch.arange(self.n_latents, device=self.device).repeat_interleave(self.k)
+    def _latent_window(self, wanted: list[int]) -> tuple[int, int, torch.Tensor | None]:
+        """The slot range [a, b) rows read (latent ids never decrease along positions, so only the span
+        wanted[0]..wanted[-1]), and a mask within it when rows read different latents."""
+        first, last = wanted[0], wanted[-1]
+        a, b = first * self.k, (last + 1) * self.k
+        if first == last:
+            return a, b, None
+        slot_patch = torch.arange(first, last + 1, device=self.device).repeat_interleave(self.k)
         want = torch.tensor(wanted, device=self.device)
-        return (want[:, None] == slot_patch[None, :])[None, None]
+        return a, b, (want[:, None] == slot_patch[None, :])[None, None]
 
     # -- BLT-D blocks --------------------------------------------------------------------------
     def extend_with_block(self, new_ids: Sequence[int], cells: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,7 +147,7 @@ class IncrementalBLT:
         mask = torch.where(in_block, (k >= s) | (seen & (k < s)), seen)[None, None]
         wanted = [self.n_starts[p + 1] - 2 for p in range(p0, s)] + [self.n_latents - 1] * size
         plan = AttentionPlan(self.model.local_decoder.rope.span(p0, t + size, self.device), k_start, mask)
-        logits = self._decode(x, p0, 0, self.n_latents * self.k, self._latent_mask(wanted), plan)
+        logits = self._decode(x, p0, *self._latent_window(wanted), plan)
         self.dec_cache.truncate(s)
         return logits[:t], logits[t:]
 

@@ -128,13 +128,17 @@ class KVCache:
         self.length = length
 
 
-def attention(q, k, v, mask: torch.Tensor | None) -> torch.Tensor:
-    """Scaled dot-product attention; `mask` is boolean (True = attend), fully masked rows give 0."""
-    if mask is None:
-        return F.scaled_dot_product_attention(q, k, v)
-    bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    return torch.nan_to_num(out, nan=0.0) if not bool(mask.any(-1).all()) else out
+def mask_to_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Boolean mask (True = attend) as the additive bias attention takes; built once per call, not per
+    layer. Every row must keep at least one key (a fully masked row would give NaN)."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+
+
+def attention(q, k, v, bias: torch.Tensor | None) -> torch.Tensor:
+    """Scaled dot-product attention under an additive bias (or a boolean mask, converted here)."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask_to_bias(bias, q.dtype))
 
 
 def windowed_causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -260,10 +264,11 @@ def run_blocks(layers, plan: AttentionPlan, h, cache: KVCache | None, before=Non
     t = h.shape[1]
     if cache is not None:
         cache.reserve(cache.length + t)
+    bias = mask_to_bias(plan.mask, h.dtype)
     for i, layer in enumerate(layers):
         if before is not None:
             h = before(i, h)
-        h = layer.forward(h, plan.cis, plan.mask, cache, i, plan.k_start)
+        h = layer.forward(h, plan.cis, bias, cache, i, plan.k_start)
     if cache is not None:
         cache.length += t
     return h
