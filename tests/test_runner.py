@@ -126,3 +126,18 @@ def test_shipped_suites_parse():
         load_suite(path)
     with pytest.raises(BltbenchError, match="repeat"):
         parse_suite({**SUITE, "methods": ["blt", "blt"]}, "x")
+
+
+def test_check_command_exit_codes(capsys, tmp_path):
+    baseline = Path(__file__).resolve().parents[1] / "suites" / "baselines" / "smoke.json"
+    rows = json.loads(baseline.read_text())
+    (tmp_path / "summary.json").write_text(json.dumps(rows))
+    code, out, err = _cli(capsys, "check", str(tmp_path), "--baseline", str(baseline))
+    assert code == 0 and "check passed" in out
+    for r in rows:
+        r["gb_per_byte"] *= 1.5
+    (tmp_path / "summary.json").write_text(json.dumps(rows))
+    code, out, err = _cli(capsys, "check", str(tmp_path), "--baseline", str(baseline))
+    assert code == 1 and "check failed: blt:" in err
+    code, out, err = _cli(capsys, "check", str(tmp_path / "nope"), "--baseline", str(baseline))
+    assert code == 2 and err.startswith("error: cannot read run summary")

@@ -326,6 +326,63 @@ def eval_bpb_cmd(
         typer.echo(f"{bpb:.4f} bits per byte over {n} bytes{patch}")
 
 
+@app.command("run")
+def run_cmd(
+    suite_path: Path = typer.Argument(Path("suites/default.yaml"), metavar="[SUITE.yaml]"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default results/<suite>-<time>)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many samples per task."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Defaults to $BLTBENCH_DATA."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Sweep a suite's methods over its tasks; records, summary and where they went."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bltbench.runner.suite import load_suite
+    from bltbench.runner.sweep import run_suite
+
+    if limit is not None and limit < 1:
+        raise BltbenchError(f"--limit must be positive, got {limit}")
+    if resume and out is None:
+        raise BltbenchError("--resume needs --out: the run folder to continue")
+    suite = load_suite(suite_path)
+    folder = out or Path("results") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    console = _console()
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[last]}"))
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task(f"run {suite.name}", total=None, last="")
+        result = run_suite(
+            suite, folder, limit, resume, _device(device), str(data_dir) if data_dir else None,
+            on_sample=lambda what: progress.update(bar, advance=1, last=what),
+            on_plan=lambda total: progress.update(bar, total=total),
+        )
+    console.print(f"{result.written} samples written, {result.skipped} already done")
+    console.print(f"results: {folder / 'records.jsonl'}")
+    console.print(f"summary: {folder / 'summary.json'} and {folder / 'summary.csv'}")
+
+
+@app.command("check")
+def check_cmd(
+    run: Path = typer.Argument(..., help="A run folder (or its summary.json)."),
+    baseline: Path = typer.Option(..., "--baseline"),
+    tolerance: float = typer.Option(0.02, "--tolerance"),
+) -> None:
+    """Fail when any method's bandwidth per byte rose beyond tolerance or a lossless method lost exactness."""
+    from bltbench.reporting.check import check
+
+    if tolerance < 0:
+        raise BltbenchError(f"--tolerance must be >= 0, got {tolerance}")
+    problems = check(run, baseline, tolerance)
+    if problems:
+        for p in problems:
+            typer.echo(f"check failed: {p}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"check passed: {run} against {baseline} (tolerance {tolerance:.0%})")
+
+
 @bench_app.command("decode")
 def bench_decode(
     model: str = typer.Option("random:tiny", "--model"),
