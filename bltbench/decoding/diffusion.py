@@ -21,7 +21,7 @@ import torch
 from bltbench.decoding.blt import prefill
 from bltbench.decoding.result import Generation
 from bltbench.decoding.sampling import Sampler
-from bltbench.decoding.speculative import accept_greedy, accept_sampling
+from bltbench.decoding.speculative import accept_greedy, accept_sampling, commit_bytes
 from bltbench.errors import BltbenchError
 from bltbench.model.config import PatchingConfig
 from bltbench.model.diffusion import BlockDiffusionBLT
@@ -193,15 +193,7 @@ def generate_diffusion_verified(
         state.truncate(base + accepted)
         drafted += len(drafts)
         accepted_total += accepted
-        committed = 0
-        for byte in drafts[:accepted] + [bonus]:
-            if byte == EOS:
-                eos = True
-                break
-            out.append(byte)
-            committed += 1
-            if len(out) == max_bytes:
-                break
+        committed, eos = commit_bytes(drafts[:accepted] + [bonus], out, max_bytes)
         committed_per_verify.append(committed)
         pending = bonus
     extras = {"accepted_per_verify": sum(committed_per_verify) / max(1, len(committed_per_verify)),

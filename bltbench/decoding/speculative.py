@@ -48,6 +48,17 @@ def accept_sampling(
     return len(drafts), int(torch.multinomial(verify_probs[len(drafts)], 1, generator=generator))
 
 
+def commit_bytes(new: list[int], out: list[int], max_bytes: int) -> tuple[int, bool]:
+    """Append a verified round's bytes to `out` until EOS or the budget: (bytes appended, hit EOS)."""
+    for i, byte in enumerate(new):
+        if byte == EOS:
+            return i, True
+        out.append(byte)
+        if len(out) == max_bytes:
+            return i + 1, False
+    return len(new), False
+
+
 @torch.inference_mode()
 def generate_speculative(
     model: ByteLatentTransformer,
@@ -98,15 +109,7 @@ def generate_speculative(
         drafted += len(drafts)
         accepted_total += accepted
         new = drafts[:accepted] + [bonus]
-        committed = 0
-        for byte in new:
-            if byte == EOS:
-                eos = True
-                break
-            out.append(byte)
-            committed += 1
-            if len(out) == max_bytes:
-                break
+        committed, eos = commit_bytes(new, out, max_bytes)
         committed_per_verify.append(committed)
         pending = bonus
     # The pending byte was never run; its patch flag is already known from the byte before it.
