@@ -21,7 +21,7 @@ import torch
 from bltbench.decoding.blt import prefill
 from bltbench.decoding.result import Generation
 from bltbench.decoding.sampling import Sampler
-from bltbench.decoding.speculative import accept_greedy, accept_sampling, commit_bytes
+from bltbench.decoding.speculative import VerifiedRounds, rounds_generation
 from bltbench.errors import BltbenchError
 from bltbench.model.config import PatchingConfig
 from bltbench.model.diffusion import BlockDiffusionBLT
@@ -164,13 +164,10 @@ def generate_diffusion_verified(
     state = IncrementalBLT(model, entropy_model, patching, observer)
     prefill(state, prompt_ids)
     greedy = sampler.config.greedy
-    out: list[int] = []
-    committed_per_verify: list[int] = []
-    drafted = accepted_total = 0
-    eos = False
+    rounds = VerifiedRounds([], max_bytes)
     pending = prompt_ids[-1]
-    while len(out) < max_bytes and not eos:
-        n_draft = min(config.block, max_bytes - len(out) - 1)
+    while not rounds.done:
+        n_draft = min(config.block, max_bytes - len(rounds.out) - 1)
         state.role = "draft"
         if n_draft > 0:
             clean_logits, block_logits = state.extend_with_block([pending], [MASK] * n_draft)
@@ -185,19 +182,6 @@ def generate_diffusion_verified(
             base = len(state) + 1
             drafts, q = [], None
             verify_logits = state.extend([pending])[-1:]
-        if greedy:
-            accepted, bonus = accept_greedy(drafts, verify_logits, sampler)
-        else:
-            accepted, bonus = accept_sampling(drafts, list(q[: len(drafts)]) if drafts else [],
-                                              sampler.probs(verify_logits), sampler.generator)
-        state.truncate(base + accepted)
-        drafted += len(drafts)
-        accepted_total += accepted
-        committed, eos = commit_bytes(drafts[:accepted] + [bonus], out, max_bytes)
-        committed_per_verify.append(committed)
-        pending = bonus
-    extras = {"accepted_per_verify": sum(committed_per_verify) / max(1, len(committed_per_verify)),
-              "acceptance_rate": accepted_total / drafted if drafted else None,
-              "verify_rounds": len(committed_per_verify)}
-    # Only the pending byte was never run; its patch flag is already known from the byte before it.
-    return Generation(list(prompt_ids), out, eos, lengths_from_starts(state.starts[: len(prompt_ids) + len(out)]), extras)
+        draft_probs = list(q[: len(drafts)]) if drafts and not greedy else []
+        pending = rounds.settle(state, base, drafts, draft_probs, verify_logits, sampler)
+    return rounds_generation(prompt_ids, rounds, state)

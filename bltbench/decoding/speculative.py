@@ -10,6 +10,8 @@ Sampling uses the standard rejection rule, which keeps BLT's output distribution
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from bltbench.decoding.blt import prefill
@@ -59,6 +61,42 @@ def commit_bytes(new: list[int], out: list[int], max_bytes: int) -> tuple[int, b
     return len(new), False
 
 
+@dataclass
+class VerifiedRounds:
+    """What BLT-S and BLT-DV share after drafting: accept against the verifier, roll every cache back,
+    commit the accepted bytes plus the verifier's next one, and count rounds, drafts and acceptances."""
+
+    out: list[int]
+    max_bytes: int
+    eos: bool = False
+    drafted: int = 0
+    accepted: int = 0
+    committed: list[int] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.eos or len(self.out) >= self.max_bytes
+
+    def settle(self, state: IncrementalBLT, keep: int, drafts: list[int], draft_probs: list[torch.Tensor],
+               verify_logits: torch.Tensor, sampler: Sampler) -> int:
+        """Positions up to `keep` + accepted stay cached; returns the bonus byte, the next pending one."""
+        if sampler.config.greedy:
+            accepted, bonus = accept_greedy(drafts, verify_logits, sampler)
+        else:
+            accepted, bonus = accept_sampling(drafts, draft_probs, sampler.probs(verify_logits), sampler.generator)
+        state.truncate(keep + accepted)
+        self.drafted += len(drafts)
+        self.accepted += accepted
+        n, self.eos = commit_bytes(drafts[:accepted] + [bonus], self.out, self.max_bytes)
+        self.committed.append(n)
+        return bonus
+
+    def extras(self) -> dict:
+        return {"accepted_per_verify": sum(self.committed) / max(1, len(self.committed)),
+                "acceptance_rate": self.accepted / self.drafted if self.drafted else None,
+                "verify_rounds": len(self.committed)}
+
+
 @torch.inference_mode()
 def generate_speculative(
     model: ByteLatentTransformer,
@@ -75,14 +113,11 @@ def generate_speculative(
     state = IncrementalBLT(model, entropy_model, patching, observer)
     prefill(state, prompt_ids)
     greedy = sampler.config.greedy
-    out: list[int] = []
-    committed_per_verify: list[int] = []
-    drafted = accepted_total = 0
-    eos = False
+    rounds = VerifiedRounds([], max_bytes)
     pending = prompt_ids[-1]
-    while len(out) < max_bytes and not eos:
+    while not rounds.done:
         base = len(state)  # position of the pending byte
-        budget = min(k, max_bytes - len(out) - 1)  # never draft past what the budget can keep
+        budget = min(k, max_bytes - len(rounds.out) - 1)  # never draft past what the budget can keep
         drafts: list[int] = []
         draft_probs: list[torch.Tensor] = []
         state.role = "draft"
@@ -101,20 +136,11 @@ def generate_speculative(
         state.discard_draft()
         state.role = "verify"
         verify_logits = state.extend([pending] + drafts)
-        if greedy:
-            accepted, bonus = accept_greedy(drafts, verify_logits, sampler)
-        else:
-            accepted, bonus = accept_sampling(drafts, draft_probs, sampler.probs(verify_logits), sampler.generator)
-        state.truncate(base + 1 + accepted)
-        drafted += len(drafts)
-        accepted_total += accepted
-        new = drafts[:accepted] + [bonus]
-        committed, eos = commit_bytes(new, out, max_bytes)
-        committed_per_verify.append(committed)
-        pending = bonus
-    # The pending byte was never run; its patch flag is already known from the byte before it.
-    starts = state.starts[: len(prompt_ids) + len(out)]
-    extras = {"accepted_per_verify": sum(committed_per_verify) / max(1, len(committed_per_verify)),
-              "acceptance_rate": accepted_total / drafted if drafted else None,
-              "verify_rounds": len(committed_per_verify)}
-    return Generation(list(prompt_ids), out, eos, lengths_from_starts(starts), extras)
+        pending = rounds.settle(state, base + 1, drafts, draft_probs, verify_logits, sampler)
+    return rounds_generation(prompt_ids, rounds, state)
+
+
+def rounds_generation(prompt_ids: list[int], rounds: VerifiedRounds, state: IncrementalBLT) -> Generation:
+    """Only the pending byte was never run; its patch flag is already known from the byte before it."""
+    starts = state.starts[: len(prompt_ids) + len(rounds.out)]
+    return Generation(list(prompt_ids), rounds.out, rounds.eos, lengths_from_starts(starts), rounds.extras())
