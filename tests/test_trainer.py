@@ -30,9 +30,9 @@ def toy_corpus(tmp_path_factory):
 
 
 def _config(toy_corpus, out, variant="entropy", steps=30, **extra):
-    return TrainConfig(variant=variant, corpus=[str(toy_corpus)], steps=steps, out=str(out), seq_len=48, batch_size=4,
-                       lr=3e-3, warmup=5, eval_every=10, checkpoint_every=3, eval_windows=4, heldout_fraction=0.3,
-                       **extra)
+    settings = dict(seq_len=48, batch_size=4, lr=3e-3, warmup=5, eval_every=10, checkpoint_every=3, eval_windows=4,
+                    heldout_fraction=0.3)
+    return TrainConfig(variant=variant, corpus=[str(toy_corpus)], steps=steps, out=str(out), **{**settings, **extra})
 
 
 def test_training_lowers_heldout_loss(toy_corpus, tmp_path):
@@ -43,6 +43,22 @@ def test_training_lowers_heldout_loss(toy_corpus, tmp_path):
     trainer.export()
     bundle = load_model(str(tmp_path / "ent"))
     assert bundle.entropy is not None and bundle.blt is None
+
+
+def test_time_budget_shrinks_steps_and_logs_them(toy_corpus, tmp_path, monkeypatch):
+    import json
+
+    import bltbench.training.trainer as trainer_module
+
+    clock = iter(range(10**6))  # every perf_counter call advances one "second": steps take about 1 s each
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+    config = _config(toy_corpus, tmp_path / "budget", steps=10_000, time_budget=60.0, probe_steps=10, warmup=20)
+    trainer = Trainer(config)
+    trainer.run()
+    assert 10 < trainer.step < 60 and trainer.config.steps == trainer.step
+    trainer.export()
+    log = json.loads((tmp_path / "budget" / "training-entropy.json").read_text())
+    assert log["config"]["steps"] == trainer.step == log["steps_done"] and log["history"][-1]["step"] == trainer.step
 
 
 @pytest.mark.parametrize("variant", ["entropy", "blt-d"])

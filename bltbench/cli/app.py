@@ -221,6 +221,8 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device"),
+    time_budget: Optional[float] = typer.Option(
+        None, "--time-budget", help="Seconds: fewer steps than --steps if their measured pace needs it."),
 ) -> None:
     """Train the entropy model, a BLT, or BLT-D (from BLT weights)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -231,7 +233,7 @@ def train_cmd(
         variant=variant, corpus=[str(p) for p in corpus], steps=steps, out=str(out), preset=preset_name, init=init,
         seq_len=seq_len, batch_size=batch_size, lr=lr, warmup=warmup, eval_every=eval_every,
         checkpoint_every=checkpoint_every, doc_mode=doc_mode, seed=seed, device=_device(device),
-        freeze=tuple(x.strip() for x in freeze.split(",") if x.strip()),
+        freeze=tuple(x.strip() for x in freeze.split(",") if x.strip()), time_budget=time_budget,
     )
     trainer = Trainer(config)
     if resume:
@@ -243,11 +245,14 @@ def train_cmd(
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(f"train {variant}", total=steps, completed=trainer.step, loss=float("nan"), speed=0.0)
         trainer.run(
-            on_step=lambda step, loss, speed: progress.update(task, completed=step, loss=loss, speed=speed),
+            on_step=lambda step, loss, speed: progress.update(
+                task, completed=step, total=config.steps, loss=loss, speed=speed),
             on_eval=lambda p: progress.console.print(
                 f"step {p.step}: train loss {p.train_loss:.4f}, held-out {p.heldout_bpb:.4f} bpb, {p.bytes_per_s:.0f} B/s"
                 + "".join(f", {k} {v:.4f}" for k, v in p.extra.items())),
         )
+    if config.steps != steps:
+        console.print(f"the time budget fitted {config.steps} steps (of --steps {steps})")
     console.print(f"wrote {trainer.export()}")
 
 

@@ -9,6 +9,7 @@ on CUDA and plain fp32 on CPU. The output folder is a model bundle.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from bltbench.atomic import write_text_atomic
 from bltbench.errors import BltbenchError
 from bltbench.model.blt import ByteLatentTransformer
 from bltbench.model.bundle import ModelBundle
@@ -56,11 +58,15 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     freeze: tuple[str, ...] = ()  # blt-d: components kept at their BLT values (encoder, global)
+    time_budget: float | None = None  # seconds: after `probe_steps`, `steps` shrinks to what fits
+    probe_steps: int = 40
     objective: DiffusionObjective = field(default_factory=DiffusionObjective)
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
             raise BltbenchError(f"unknown variant {self.variant!r} (choose from {', '.join(VARIANTS)})")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise BltbenchError(f"time budget must be positive, got {self.time_budget}")
         if self.steps < 1 or self.batch_size < 1 or self.seq_len < 16:
             raise BltbenchError("steps and batch size must be positive, and sequences at least 16 bytes")
         if self.variant in ("blt", "blt-d") and not self.init:
@@ -110,6 +116,7 @@ class Trainer:
         )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
+        self.wall_seconds = 0.0
         self.history: list[EvalPoint] = []
 
     # -- models ------------------------------------------------------------------------------------
@@ -197,6 +204,7 @@ class Trainer:
             "generator": self.generator.get_state(),
             "history": [dataclasses.asdict(h) for h in self.history],
             "variant": self.config.variant,
+            "wall_seconds": self.wall_seconds,
         }
         tmp = out / (CHECKPOINT + ".tmp")
         torch.save(state, tmp)
@@ -214,22 +222,54 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.step = state["step"]
+        self.wall_seconds = state.get("wall_seconds", 0.0)
         self.history = [EvalPoint(**h) for h in state["history"]]
 
     def export(self, dtype: torch.dtype = torch.bfloat16) -> Path:
-        """Write the bundle: trained component plus what it was built on."""
+        """Write the bundle: trained component plus what it was built on, and a training log
+        (`training-<variant>.json`: the config as run, with the resolved step count, and the history)."""
         self.model.eval()
-        return save_bundle(self.bundle, self.config.out, dtype, keep=[CHECKPOINT])
+        log_name = f"training-{self.config.variant}.json"
+        folder = save_bundle(self.bundle, self.config.out, dtype, keep=[CHECKPOINT, log_name])
+        log = {
+            "config": dataclasses.asdict(self.config),
+            "steps_done": self.step,
+            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "wall_seconds": round(self.wall_seconds, 1),
+            "history": [dataclasses.asdict(h) for h in self.history],
+        }
+        write_text_atomic(folder / log_name, json.dumps(log, indent=2) + "\n")
+        return folder
 
     # -- the loop ----------------------------------------------------------------------------------
+    def _fit_to_budget(self, first_step: int, started: float, probe_started: float) -> None:
+        """Shrink `steps` so the run ends inside the time budget, from the pace of the probe steps.
+
+        Measured after the first few steps (compilation and allocator warm-up are excluded) and
+        before warmup ends when warmup > probe_steps, so the cosine schedule is set before it starts.
+        The resolved step count is logged in the history so a rerun can name it with --steps.
+        """
+        c = self.config
+        now = time.perf_counter()
+        per_step = (now - probe_started) / max(1, self.step - first_step - 5)
+        left = c.time_budget - (now - started)
+        fit = self.step + int(0.9 * left / per_step)
+        c.steps = max(self.step, min(c.steps, fit))
+
     def run(self, on_step: Callable[[int, float, float], None] | None = None,
             on_eval: Callable[[EvalPoint], None] | None = None) -> list[EvalPoint]:
         c = self.config
         window_bytes, window_start = 0, time.perf_counter()
+        started, probe_started, first_step = window_start, window_start, self.step
         loss = float("nan")
         parts: dict[str, float] = {}
         while self.step < c.steps:
             loss, parts = self.train_step()
+            if c.time_budget is not None:
+                if self.step == first_step + 5:
+                    probe_started = time.perf_counter()
+                elif self.step == first_step + c.probe_steps:
+                    self._fit_to_budget(first_step, started, probe_started)
             window_bytes += c.batch_size * c.seq_len
             speed = window_bytes / max(1e-9, time.perf_counter() - window_start)
             if on_step:
@@ -242,4 +282,5 @@ class Trainer:
                 window_bytes, window_start = 0, time.perf_counter()
             if self.step % c.checkpoint_every == 0 or self.step == c.steps:
                 self.save_checkpoint()
+        self.wall_seconds += time.perf_counter() - started
         return self.history
