@@ -20,11 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from bltbench.errors import BltbenchError
-from bltbench.model.config import PatchingConfig
 from bltbench.model.diffusion import BlockDiffusionBLT
-from bltbench.model.entropy import EntropyModel, entropy_nats
 from bltbench.model.ids import MASK, PAD
-from bltbench.model.patching import patch_starts
+from bltbench.model.scoring import batch_patch_starts  # noqa: F401  (re-exported: the trainer imports it here)
 
 
 @dataclass
@@ -45,17 +43,6 @@ class DiffusionObjective:
             raise BltbenchError(f"t_min must be in (0, 1], got {self.t_min}")
         if not self.block_sizes or min(self.block_sizes) < 1 or self.max_blocks < 1:
             raise BltbenchError("block sizes and max_blocks must be positive")
-
-
-@torch.no_grad()
-def batch_patch_starts(entropy_model: EntropyModel | None, patching: PatchingConfig, ids: torch.Tensor) -> torch.Tensor:
-    """Patch start flags [N, L + 1] for a batch, from the entropy model (which is not trained here)."""
-    n, length = ids.shape
-    if entropy_model is None:
-        rows = [[0.0] * length] * n
-    else:
-        rows = entropy_nats(entropy_model(ids)).tolist()
-    return torch.tensor([patch_starts(patching, h, length) for h in rows], device=ids.device)
 
 
 def next_byte_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

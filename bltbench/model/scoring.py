@@ -1,0 +1,127 @@
+"""Scoring byte sequences with a model's causal next-byte path: per-position log-probabilities, batched.
+
+Both likelihood evaluation (multiple choice, rolling log-likelihood, bits per byte) and training's
+held-out bits per byte read the model this way, so it lives here, below both. A row is a list of ids
+that starts with BOS; position i predicts id i + 1. Rows are padded on the right with PAD and batched by
+length; every path is causal (entropy model, encoder, patching, global model over earlier patches,
+decoder), so padding never changes a real position's prediction.
+
+An optional observer sees one `Call` per component per scored row (role "score"), positions = the
+row's length (patches, for the global model), as if each row ran alone: what the trace prices does not
+depend on how rows happened to be batched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from bltbench.model.blt import ByteLatentTransformer
+from bltbench.model.config import PatchingConfig
+from bltbench.model.entropy import EntropyModel, entropy_nats
+from bltbench.model.ids import BOE, BOS, OFFSET, PAD
+from bltbench.model.incremental import Call, CallObserver
+from bltbench.model.patching import patch_starts
+
+SCORE_ROLE = "score"
+NEVER_GENERATED = (BOE, BOS, PAD)  # decoders mask these; greedy flags ignore them too
+
+
+@torch.no_grad()
+def batch_patch_starts(entropy_model: EntropyModel | None, patching: PatchingConfig, ids: torch.Tensor) -> torch.Tensor:
+    """Patch start flags [N, L + 1] for a batch, from the entropy model (static patching needs none)."""
+    n, length = ids.shape
+    if entropy_model is None or patching.mode != "entropy":
+        rows = [[0.0] * length] * n
+    else:
+        rows = entropy_nats(entropy_model(ids)).tolist()
+    return torch.tensor([patch_starts(patching, h, length) for h in rows], device=ids.device)
+
+
+@dataclass
+class RowScore:
+    """Per scored position i (1 .. len - 1): log p(row[i] | row[:i]) in nats, and whether row[i] is
+    the argmax over the ids a decoder may produce."""
+
+    logprobs: list[float]
+    greedy: list[bool]
+
+
+def windows(data: bytes, window: int) -> list[list[int]]:
+    """`data` as BOS-prefixed rows of at most `window` ids, each byte scored exactly once. Every row
+    restarts from BOS (no context carried across rows), as training's held-out bits per byte does."""
+    if window < 2:
+        raise ValueError(f"a scoring window holds BOS and at least one byte, got {window}")
+    return [[BOS] + [b + OFFSET for b in data[i : i + window - 1]] for i in range(0, len(data), window - 1)]
+
+
+def _observe(observer: CallObserver, rows: list[list[int]], starts: torch.Tensor, entropy: bool) -> None:
+    for row, flags in zip(rows, starts.tolist()):
+        n = len(row)
+        patches = sum(flags[:n])
+        if entropy:
+            observer(Call("entropy", SCORE_ROLE, n, 0))
+        observer(Call("encoder", SCORE_ROLE, n, 0))
+        observer(Call("global", SCORE_ROLE, patches, 0))
+        observer(Call("decoder", SCORE_ROLE, n, 0))
+
+
+@torch.no_grad()
+def score_rows(
+    model: ByteLatentTransformer | EntropyModel,
+    entropy_model: EntropyModel | None,
+    patching: PatchingConfig | None,
+    rows: list[list[int]],
+    batch_size: int = 16,
+    observer: CallObserver | None = None,
+) -> list[RowScore]:
+    """Scores of `rows`, in their order. A BLT is patched by `entropy_model`; an entropy model scores
+    alone (then `patching` may be None)."""
+    if any(len(r) < 1 for r in rows):
+        raise ValueError("every row holds at least BOS")
+    device = next(model.parameters()).device
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    out: list[RowScore | None] = [None] * len(rows)
+    for first in range(0, len(order), batch_size):
+        index = order[first : first + batch_size]
+        group = [rows[i] for i in index]
+        width = max(len(r) for r in group)
+        ids = torch.tensor([r + [PAD] * (width - len(r)) for r in group], device=device)
+        if isinstance(model, EntropyModel):
+            logits = model(ids)
+            if observer is not None:
+                for r in group:
+                    observer(Call("entropy", SCORE_ROLE, len(r), 0))
+        else:
+            starts = batch_patch_starts(entropy_model, patching, ids)
+            logits = model(ids, starts)
+            if observer is not None:
+                _observe(observer, group, starts, entropy_model is not None and patching.mode == "entropy")
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        targets = ids[:, 1:]
+        picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        allowed = logp.clone()
+        allowed[..., list(NEVER_GENERATED)] = -math.inf
+        greedy = allowed.argmax(-1) == targets
+        for j, i in enumerate(index):
+            n = len(rows[i]) - 1
+            out[i] = RowScore(picked[j, :n].tolist(), greedy[j, :n].tolist())
+    return out  # type: ignore[return-value]
+
+
+def bits_per_byte(
+    model: ByteLatentTransformer | EntropyModel,
+    entropy_model: EntropyModel | None,
+    patching: PatchingConfig | None,
+    docs: list[bytes],
+    window: int = 512,
+    batch_size: int = 16,
+) -> tuple[float, int]:
+    """(bits per byte, bytes scored) over `docs`, each cut into BOS-prefixed windows (see `windows`)."""
+    rows = [row for doc in docs for row in windows(doc, window)]
+    scores = score_rows(model, entropy_model, patching, rows, batch_size)
+    nats = -sum(sum(s.logprobs) for s in scores)
+    n = sum(len(s.logprobs) for s in scores)
+    return nats / math.log(2) / max(1, n), n
