@@ -289,7 +289,7 @@ def calibrate_cmd(
     threshold, achieved = calibrate_threshold(document_entropies(entropy, docs), target_mean, max_patch,
                                               bundle.config.patching.monotonic)
     bundle.config.patching = dataclasses.replace(bundle.config.patching, threshold=threshold, max_patch_length=max_patch)
-    save_bundle(bundle, model, keep=["checkpoint.pt"])
+    save_bundle(bundle, model, keep=["checkpoint.pt", *(p.name for p in Path(model).glob("training-*.json"))])
     typer.echo(f"threshold {threshold:.6f}: mean patch length {achieved:.3f} on {total} held-out bytes (target {target_mean})")
 
 

@@ -1,0 +1,3 @@
+from bltbench.cli.app import main
+
+main()
