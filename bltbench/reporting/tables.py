@@ -1,0 +1,139 @@
+"""The numbers behind the report: per-method costs, per-task quality, projections to larger presets.
+
+Per-byte figures are byte-weighted over all of a method's samples (total cost / total bytes), the way
+`summary.json` weights them within a task. Projections price the run's NFE counts with a preset's
+parameter counts through the paper's proxy (`bandwidth.paper_gb`, the formula `compare --project`
+uses): its inputs are the decoder and global call counts, which every record stores. The extended and
+KV figures need each call's positions and cache length, which records do not keep, so projections
+here are the paper proxy only (a suite's own `project:` list stores the extended ones per record).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import pandas as pd
+
+from bltbench.instrumentation.bandwidth import paper_gb
+from bltbench.instrumentation.meter import COMPONENTS
+from bltbench.instrumentation.params import ComponentParams, profile
+from bltbench.reporting.rundata import NON_METRIC_FIELDS, RunData
+
+BASELINE = "blt"
+
+
+@lru_cache(maxsize=None)
+def _profile(name: str) -> ComponentParams:
+    return profile(name)
+
+
+def projected_gb(nfe_decoder: int, nfe_global: int, preset: str) -> float:
+    """Paper-proxy GB for a trace with these decoder and global call counts, priced as `preset`."""
+    p = _profile(preset)
+    return paper_gb(nfe_decoder, nfe_global, p.decoder, p.encoder + p.global_)
+
+
+def with_projections(run: RunData) -> pd.DataFrame:
+    """The per-sample table plus a `proj_gb_<preset>` column for every preset the report shows."""
+    df = run.samples.copy()
+    for name in run.projections:
+        df[f"proj_gb_{name}"] = [projected_gb(d, g, name) for d, g in zip(df["nfe_decoder"], df["nfe_global"])]
+    return df
+
+
+def _per_byte(total: float, n_bytes: int) -> float:
+    return total / n_bytes if n_bytes else math.nan
+
+
+def method_costs(run: RunData) -> pd.DataFrame:
+    """One row per method, over all its tasks: bandwidth (GB/byte), NFEs per byte by component, bytes per
+    decoder pass and per verification, wall-clock, exact match and projections."""
+    df = with_projections(run)
+    rows = []
+    for method in run.methods:
+        m = df[df["method"] == method]
+        n = int(m["bytes"].sum())
+        decoder_passes = int(m["nfe_decoder"].sum())
+        timed = m[(m["wall_s"] > 0) & (m["bytes"] > 0)]
+        row = {
+            "method": method,
+            "samples": len(m),
+            "bytes": n,
+            "gb_per_byte": _per_byte(m["gb"].sum(), n),
+            "gb_per_byte_ext": _per_byte(m["gb_ext"].sum(), n),
+            "gb_per_byte_kv": _per_byte(m["gb_kv"].sum(), n),
+            **{f"nfe_{c}": _per_byte(m[f"nfe_{c}"].sum(), n) for c in COMPONENTS},
+            "bytes_per_decoder_pass": n / decoder_passes if decoder_passes else math.nan,
+            "bytes_per_verify": m["accepted_per_verify"].mean(),  # NaN when the method never verifies
+            "ms_per_byte": 1e3 * _per_byte(timed["wall_s"].sum(), int(timed["bytes"].sum())),
+            "bytes_per_s": (timed["bytes"] / timed["wall_s"]).median() if len(timed) else math.nan,
+            "exact_match": _exact_match(run, method),
+            **{f"proj_{p}": _per_byte(m[f"proj_gb_{p}"].sum(), n) for p in run.projections},
+        }
+        row["nfe_total"] = sum(row[f"nfe_{c}"] for c in COMPONENTS)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    base = out[out["method"] == BASELINE]
+    for col, name in [("gb_per_byte", "reduction"), *((f"proj_{p}", f"reduction_{p}") for p in run.projections)]:
+        ref = float(base[col].iloc[0]) if len(base) else math.nan
+        out[name] = 1 - out[col] / ref if ref and not math.isnan(ref) else math.nan
+    return out
+
+
+def _exact_match(run: RunData, method: str) -> float:
+    """Worst exact match over the method's tasks, from the summary (NaN: not a lossless greedy method,
+    the reference path was not run, or no summary)."""
+    values = [r["exact_match"] for r in run.summary or [] if r["method"] == method and r.get("exact_match") is not None]
+    return min(values) if values else math.nan
+
+
+def task_costs(run: RunData) -> pd.DataFrame:
+    """Paper-proxy GB per byte for each (method, task), byte-weighted within the task."""
+    g = run.samples.groupby(["method", "task"], sort=False)[["gb", "bytes"]].sum().reset_index()
+    g["gb_per_byte"] = [_per_byte(gb, n) for gb, n in zip(g["gb"], g["bytes"])]
+    return g[["method", "task", "gb_per_byte"]]
+
+
+def quality(run: RunData) -> pd.DataFrame:
+    """Long table (method, task, metric, value): the sweep's task-level metrics (corpus BLEU, pass@k, ...)
+    from summary.json, or, without one, the mean of per-sample scores."""
+    rows = []
+    if run.summary is not None:
+        for r in run.summary:
+            for key, value in r.items():
+                if key in NON_METRIC_FIELDS or key.endswith("_signature"):
+                    continue
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    rows.append({"method": r["method"], "task": r["task"], "metric": key, "value": float(value)})
+    else:
+        scores = [c for c in run.samples.columns if c.startswith("score_")]
+        means = run.samples.groupby(["method", "task"], sort=False)[scores].mean().reset_index()
+        for _, r in means.iterrows():
+            for c in scores:
+                if not math.isnan(r[c]):
+                    rows.append({"method": r["method"], "task": r["task"], "metric": c[len("score_"):], "value": r[c]})
+    return pd.DataFrame(rows, columns=["method", "task", "metric", "value"])
+
+
+def signatures(run: RunData) -> dict[str, str]:
+    """sacrebleu signatures recorded with the metrics (one per metric name)."""
+    out: dict[str, str] = {}
+    for r in run.summary or []:
+        for key, value in r.items():
+            if key.endswith("_signature") and isinstance(value, str):
+                out.setdefault(key[: -len("_signature")], value)
+    return out
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: lower or equal bandwidth (x) and higher or equal
+    quality (y), strictly better in one. Sorted by bandwidth."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
