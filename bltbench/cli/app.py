@@ -367,6 +367,7 @@ def run_cmd(
     console.print(f"{result.written} samples written, {result.skipped} already done")
     console.print(f"results: {folder / 'records.jsonl'}")
     console.print(f"summary: {folder / 'summary.json'} and {folder / 'summary.csv'}")
+    console.print(f"report: bltbench report {folder}")
 
 
 @app.command("check")
@@ -386,6 +387,19 @@ def check_cmd(
             typer.echo(f"check failed: {p}", err=True)
         raise typer.Exit(1)
     typer.echo(f"check passed: {run} against {baseline} (tolerance {tolerance:.0%})")
+
+
+@app.command("report")
+def report_cmd(
+    run: Path = typer.Argument(..., help="A run folder (or a run id under results/)."),
+    formats: str = typer.Option("html,pdf", "--format", help="Comma-separated: html, pdf."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the report files (default reports/<run-id>)."),
+) -> None:
+    """Render a run's report: one self-contained HTML file and a PDF, tables and plots."""
+    from bltbench.reporting.report import parse_formats, write_report
+
+    for path in write_report(run, parse_formats(formats), out):
+        typer.echo(f"wrote {path}")
 
 
 @bench_app.command("decode")
