@@ -137,6 +137,28 @@ def test_sections_without_data_say_so_and_keep_their_page(run_dir, tmp_path):
     assert _pdf_pages((tmp_path / "out" / "report.pdf").read_bytes())[0] == len(SECTIONS)
 
 
+def test_scoring_task_records_reach_the_quality_table_only(run_dir, tmp_path):
+    """Likelihood / bits-per-byte records generate no bytes: their metrics are reported, their costs
+    stay out of every per-generated-byte figure."""
+    run = _run_copy(run_dir, tmp_path / "scoring", lambda r: True)
+    record = {"method": "blt", "task": "arc-easy", "sample_id": "arc-easy/0", "kind": "scoring",
+              "score": {"acc": 1.0}, "nfe": {"entropy": 0, "encoder": 4, "global": 4, "decoder": 4},
+              "bytes_scored": 90, "bytes_generated": 0, "bandwidth_gb": 0.5, "bandwidth_gb_ext": 0.6,
+              "bandwidth_gb_kv": 0.7, "wall_s": 0.1, "time": 0.0}
+    with open(run / "records.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    rows = json.loads((run / "summary.json").read_text())
+    rows.append({"method": "blt", "task": "arc-easy", "kind": "scoring", "samples": 1, "complete": True,
+                 "bytes": 0, "bytes_scored": 90, "sequences": 4, "acc": 1.0, "gb_per_byte": 0.5 / 90})
+    (run / "summary.json").write_text(json.dumps(rows))
+    before, after = method_costs(load_run(run_dir)), method_costs(load_run(run))
+    assert after.equals(before)
+    write_report(run, ("html", "pdf"), tmp_path / "out")
+    text = (tmp_path / "out" / "report.html").read_text()
+    assert "arc-easy" in text and ">acc<" in text and ">bytes_scored<" not in text
+    assert _pdf_pages((tmp_path / "out" / "report.pdf").read_bytes())[0] == len(SECTIONS)
+
+
 def test_a_failed_render_writes_nothing(run_dir, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("plot failed")
@@ -185,7 +207,9 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-def _chromium() -> str:
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Chromium's path; asked for before the rendered report so a skip costs no sweep."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
         if os.environ.get("BLTBENCH_REQUIRE_CHROMIUM") == "1":
@@ -243,8 +267,7 @@ def _plot_problems(chromium: str, page: Path, work: Path) -> list[str]:
     return problems
 
 
-def test_html_renders_in_chromium_with_every_plot_visible(rendered, tmp_path):
-    chromium = _chromium()
+def test_html_renders_in_chromium_with_every_plot_visible(chromium, rendered, tmp_path):
     assert _plot_problems(chromium, rendered / "report.html", tmp_path) == []
 
 
@@ -260,9 +283,8 @@ def _blank_axes_png() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def test_the_screenshot_check_catches_blank_broken_and_missing_plots(rendered, tmp_path):
+def test_the_screenshot_check_catches_blank_broken_and_missing_plots(chromium, rendered, tmp_path):
     """The same check on a damaged copy: an empty axis, a corrupt image and a dropped plot are caught."""
-    chromium = _chromium()
     text = (rendered / "report.html").read_text(encoding="utf-8")
     sources = re.findall(r'src="(data:image/png;base64,[^"]*)"', text)
     text = text.replace(sources[1], "data:image/png;base64," + _blank_axes_png())

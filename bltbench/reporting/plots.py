@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from bltbench.instrumentation.meter import COMPONENTS
-from bltbench.reporting.rundata import RunData, metric_label
+from bltbench.reporting.rundata import LOWER_IS_BETTER, RunData, metric_label
 from bltbench.reporting.tables import BASELINE, pareto_front
 
 PAGE = (11.69, 8.27)  # inches: landscape A4
@@ -127,7 +127,8 @@ def pareto_figure(run: RunData, quality: pd.DataFrame, per_task: pd.DataFrame) -
         for ax, (task, metric) in zip(axes.ravel(), panels):
             sub = q[(q["task"] == task) & (q["metric"] == metric)].reset_index(drop=True)
             points = [(x * scale, y) for x, y in zip(sub["gb_per_byte"], sub["value"])]
-            front = pareto_front(points)
+            sign = -1 if metric in LOWER_IS_BETTER else 1
+            front = pareto_front([(x, sign * y) for x, y in points])
             for i, r in sub.iterrows():
                 # Earlier methods are drawn larger and below, so methods at the same point show as rings.
                 rank = run.methods.index(r["method"]) if r["method"] in run.methods else 0
@@ -139,7 +140,7 @@ def pareto_figure(run: RunData, quality: pd.DataFrame, per_task: pd.DataFrame) -
             ax.plot(fx, fy, color="0.25", linestyle="--", linewidth=1.2, drawstyle="steps-post", zorder=2)
             ax.set_title(f"{task}: {metric_label(metric)}")
             ax.set_xlabel(f"{unit} per byte (paper proxy)")
-            ax.set_ylabel(metric_label(metric))
+            ax.set_ylabel(metric_label(metric) + (" (lower is better)" if sign < 0 else ""))
             ax.margins(0.12)
         for ax in axes.ravel()[len(panels):]:
             fig.delaxes(ax)

@@ -26,9 +26,10 @@ RESULTS_ROOT = Path("results")
 NON_METRIC_FIELDS = {
     "method", "task", "samples", "complete", "bytes", "gb_per_byte", "gb_per_byte_ext", "gb_per_byte_kv",
     "bytes_per_decoder_pass", "bytes_per_s", "nfe_per_byte", "projected_gb_per_byte", "accepted_per_verify",
-    "exact_match", "reduction",
+    "exact_match", "reduction", "kind", "bytes_scored", "sequences",
 }
-METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "spbleu": "spBLEU", "ttr": "TTR", "pass@1": "pass@1"}
+METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "spbleu": "spBLEU", "ttr": "TTR", "pass@1": "pass@1", "bpb": "bits/byte"}
+LOWER_IS_BETTER = {"bpb"}
 
 
 def metric_label(name: str) -> str:
@@ -37,8 +38,10 @@ def metric_label(name: str) -> str:
 
 @dataclass
 class RunData:
-    """One run as tables: `samples` has a row per record (costs flattened, per byte where it says so);
-    `summary` has the sweep's rows per (method, task) when the sweep wrote them."""
+    """One run as tables: `samples` has a row per generation record (costs flattened); records of
+    scoring tasks (likelihood, bits per byte) generate nothing, so they count in no per-byte cost and
+    reach the report through their summary rows' metrics. `summary` has the sweep's rows per
+    (method, task) when the sweep wrote them."""
 
     run_id: str
     folder: Path
@@ -46,7 +49,7 @@ class RunData:
     samples: pd.DataFrame
     summary: list[dict] | None
     methods: list[str]  # in the order the sweep ran them
-    tasks: list[str]
+    tasks: list[str]  # every task, scoring tasks included
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -131,6 +134,7 @@ def _sample_row(r: dict) -> dict:
         "accepted_per_verify": _number(r.get("accepted_per_verify")),
         "temperature": _number(((r.get("settings") or {}).get("sampling") or {}).get("temperature")),
         "time": _number(r.get("time")),
+        "kind": str(r.get("kind") or "generation"),
     }
     for c in COMPONENTS:
         row[f"nfe_{c}"] = int(nfe.get(c, 0))
@@ -172,9 +176,14 @@ def load_run(run: str | Path) -> RunData:
             raise BltbenchError(f"{folder / SUITE} is not a suite mapping")
     notes: list[str] = []
     summary = _read_summary(folder, notes)
-    samples = pd.DataFrame([_sample_row(r) for r in records])
-    methods = list(dict.fromkeys(samples["method"]))
-    tasks = list(dict.fromkeys(samples["task"]))
+    every = pd.DataFrame([_sample_row(r) for r in records])
+    methods = list(dict.fromkeys(every["method"]))
+    tasks = list(dict.fromkeys(every["task"]))
+    samples = every[every["kind"] != "scoring"].reset_index(drop=True)
+    scoring = len(every) - len(samples)
+    if scoring:
+        notes.append(f"{scoring} record(s) of scoring tasks (likelihood, bits per byte) generate no bytes: "
+                     "they appear in the quality table only.")
     empty = int((samples["bytes"] == 0).sum())
     if empty:
         notes.append(f"{empty} sample(s) generated no bytes (EOS at once); they count in no per-byte figure.")
