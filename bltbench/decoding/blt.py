@@ -11,6 +11,7 @@ import torch
 
 from bltbench.decoding.result import Generation
 from bltbench.decoding.sampling import Sampler
+from bltbench.decoding.stopping import NO_STOP, StopStrings
 from bltbench.model.blt import ByteLatentTransformer
 from bltbench.model.config import PatchingConfig
 from bltbench.model.entropy import EntropyModel, entropy_nats
@@ -36,13 +37,14 @@ def generate_cached(
     max_bytes: int,
     sampler: Sampler,
     observer: CallObserver | None = None,
+    stop: StopStrings = NO_STOP,
 ) -> Generation:
     """Per byte: one entropy, encoder and decoder step; per completed patch: one global step."""
     state = IncrementalBLT(model, entropy_model, patching, observer)
     prefill(state, prompt_ids)
     state.role = "step"
     out: list[int] = []
-    eos = False
+    eos = stopped = False
     x = prompt_ids[-1]
     while len(out) < max_bytes:
         nxt = sampler.sample(state.extend([x])[-1])
@@ -50,9 +52,13 @@ def generate_cached(
             eos = True
             break
         out.append(nxt)
+        if stop.cut(out, len(out) - 1):
+            stopped = True
+            break
         x = nxt
     # The flag of a byte not yet run through the model is already known from the one before it.
-    return Generation(list(prompt_ids), out, eos, lengths_from_starts(state.starts[: len(prompt_ids) + len(out)]))
+    patches = lengths_from_starts(state.starts[: len(prompt_ids) + len(out)])
+    return Generation(list(prompt_ids), out, eos, patches, stopped_at_string=stopped)
 
 
 def entropies_of(entropy_model: EntropyModel | None, ids: torch.Tensor) -> list[float]:
@@ -91,19 +97,26 @@ def generate_recompute(
     max_bytes: int,
     sampler: Sampler,
     observer: CallObserver | None = None,
+    stop: StopStrings = NO_STOP,
 ) -> Generation:
     """What the official generator does: re-patch and rerun the whole model for every byte."""
     ids = list(prompt_ids)
-    eos = False
-    while len(ids) - len(prompt_ids) < max_bytes:
+    out: list[int] = []
+    eos = stopped = False
+    while len(out) < max_bytes:
         nxt = sampler.sample(recompute_logits(model, entropy_model, patching, ids, observer)[-1])
         if nxt == EOS:
             eos = True
             break
+        out.append(nxt)
         ids.append(nxt)
+        if stop.cut(out, len(out) - 1):
+            stopped = True
+            ids = list(prompt_ids) + out
+            break
     def patches() -> list[int]:  # computed when asked, outside the timed region
         with torch.inference_mode():
             x = torch.tensor([ids], dtype=torch.long, device=model.local_decoder.output.weight.device)
             return lengths_from_starts(patch_starts(patching, entropies_of(entropy_model, x), len(ids))[: len(ids)])
 
-    return Generation(list(prompt_ids), ids[len(prompt_ids) :], eos, patches)
+    return Generation(list(prompt_ids), out, eos, patches, stopped_at_string=stopped)

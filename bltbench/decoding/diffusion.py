@@ -22,6 +22,7 @@ from bltbench.decoding.blt import prefill
 from bltbench.decoding.result import Generation
 from bltbench.decoding.sampling import Sampler
 from bltbench.decoding.speculative import VerifiedRounds, rounds_generation
+from bltbench.decoding.stopping import NO_STOP, StopStrings
 from bltbench.errors import BltbenchError
 from bltbench.model.config import PatchingConfig
 from bltbench.model.diffusion import BlockDiffusionBLT
@@ -113,15 +114,16 @@ def generate_block_diffusion(
     sampler: Sampler,
     config: DiffusionConfig,
     observer: CallObserver | None = None,
+    stop: StopStrings = NO_STOP,
 ) -> Generation:
     state = IncrementalBLT(model, entropy_model, patching, observer)
     prefill(state, prompt_ids)
     state.role = "step"
     out: list[int] = []
-    eos = False
+    eos = stopped = False
     clean = [prompt_ids[-1]]  # committed bytes not yet run through the model
     passes = 0
-    while len(out) < max_bytes and not eos:
+    while len(out) < max_bytes and not (eos or stopped):
         cells = [MASK] * min(config.block, max_bytes - len(out))
         _, logits = state.extend_with_block(clean, cells)
         passes += 1
@@ -138,7 +140,9 @@ def generate_block_diffusion(
         if _settled_eos(cells):
             cells = cells[: cells.index(EOS)]
             eos = True
+        before = len(out)
         out.extend(cells)
+        stopped = stop.cut(out, before)
         clean = cells
     total = len(prompt_ids) + len(out)
     tail = (prompt_ids + out)[len(state) : total]
@@ -147,7 +151,7 @@ def generate_block_diffusion(
         with torch.inference_mode():
             return lengths_from_starts(state.preview_starts(tail)[:total])
 
-    return Generation(list(prompt_ids), out, eos, patches, {"decoder_passes": passes})
+    return Generation(list(prompt_ids), out, eos, patches, {"decoder_passes": passes}, stopped)
 
 
 @torch.inference_mode()
@@ -160,11 +164,12 @@ def generate_diffusion_verified(
     sampler: Sampler,
     config: DiffusionConfig,
     observer: CallObserver | None = None,
+    stop: StopStrings = NO_STOP,
 ) -> Generation:
     state = IncrementalBLT(model, entropy_model, patching, observer)
     prefill(state, prompt_ids)
     greedy = sampler.config.greedy
-    rounds = VerifiedRounds([], max_bytes)
+    rounds = VerifiedRounds([], max_bytes, stop)
     pending = prompt_ids[-1]
     while not rounds.done:
         n_draft = min(config.block, max_bytes - len(rounds.out) - 1)

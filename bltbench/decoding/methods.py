@@ -9,6 +9,7 @@ first two (BLT-D keeps BLT's causal path, so `blt` on BLT-D weights is BLT-D's a
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from bltbench.decoding.blt import generate_cached, generate_recompute
@@ -16,6 +17,7 @@ from bltbench.decoding.diffusion import DiffusionConfig, generate_block_diffusio
 from bltbench.decoding.result import Generation
 from bltbench.decoding.sampling import Sampler
 from bltbench.decoding.speculative import generate_speculative
+from bltbench.decoding.stopping import StopStrings
 from bltbench.errors import BltbenchError
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.incremental import CallObserver
@@ -109,19 +111,22 @@ def generate(
     max_bytes: int,
     sampler: Sampler,
     observer: CallObserver | None = None,
+    stop: StopStrings | Iterable[str | bytes] = (),
 ) -> Generation:
+    """Run one method; `stop` strings end the output early (cut before the string)."""
     spec.validate(bundle)
+    stop = stop if isinstance(stop, StopStrings) else StopStrings(stop)
     if max_bytes < 0:
         raise BltbenchError(f"the byte budget must be >= 0, got {max_bytes}")
     model = bundle.weights(spec.weights or spec.own_weights)
     entropy = bundle.require_entropy()
     args = (model, entropy, bundle.config.patching, prompt_ids, max_bytes, sampler)
     if spec.name == "blt-s":
-        return generate_speculative(*args, k=spec.k, observer=observer)
+        return generate_speculative(*args, k=spec.k, observer=observer, stop=stop)
     if spec.name == "blt-d":
-        return generate_block_diffusion(*args, spec.diffusion, observer)
+        return generate_block_diffusion(*args, spec.diffusion, observer, stop)
     if spec.name == "blt-dv":
-        return generate_diffusion_verified(*args, spec.diffusion, observer)
+        return generate_diffusion_verified(*args, spec.diffusion, observer, stop)
     if spec.recompute:
-        return generate_recompute(*args, observer)
-    return generate_cached(*args, observer)
+        return generate_recompute(*args, observer, stop)
+    return generate_cached(*args, observer, stop)

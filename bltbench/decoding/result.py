@@ -15,6 +15,7 @@ class Generation:
     stopped_at_eos: bool
     patches: list[int] | Callable[[], list[int]]  # a list, or how to compute it outside the timed region
     extras: dict = field(default_factory=dict)
+    stopped_at_string: bool = False  # a stop string ended the output (it is cut off, not included)
 
     @property
     def patch_lengths(self) -> list[int]:

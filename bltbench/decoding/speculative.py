@@ -17,6 +17,7 @@ import torch
 from bltbench.decoding.blt import prefill
 from bltbench.decoding.result import Generation
 from bltbench.decoding.sampling import Sampler
+from bltbench.decoding.stopping import NO_STOP, StopStrings
 from bltbench.model.blt import ByteLatentTransformer
 from bltbench.model.config import PatchingConfig
 from bltbench.model.entropy import EntropyModel
@@ -68,14 +69,16 @@ class VerifiedRounds:
 
     out: list[int]
     max_bytes: int
+    stop: StopStrings = NO_STOP
     eos: bool = False
+    stopped: bool = False
     drafted: int = 0
     accepted: int = 0
     committed: list[int] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
-        return self.eos or len(self.out) >= self.max_bytes
+        return self.eos or self.stopped or len(self.out) >= self.max_bytes
 
     def settle(self, state: IncrementalBLT, keep: int, drafts: list[int], draft_probs: list[torch.Tensor],
                verify_logits: torch.Tensor, sampler: Sampler) -> int:
@@ -87,8 +90,10 @@ class VerifiedRounds:
         state.truncate(keep + accepted)
         self.drafted += len(drafts)
         self.accepted += accepted
+        before = len(self.out)
         n, self.eos = commit_bytes(drafts[:accepted] + [bonus], self.out, self.max_bytes)
         self.committed.append(n)
+        self.stopped = self.stop.cut(self.out, before)
         return bonus
 
     def extras(self) -> dict:
@@ -107,13 +112,14 @@ def generate_speculative(
     sampler: Sampler,
     k: int,
     observer: CallObserver | None = None,
+    stop: StopStrings = NO_STOP,
 ) -> Generation:
     if k < 1:
         raise ValueError(f"BLT-S needs k >= 1, got {k}")
     state = IncrementalBLT(model, entropy_model, patching, observer)
     prefill(state, prompt_ids)
     greedy = sampler.config.greedy
-    rounds = VerifiedRounds([], max_bytes)
+    rounds = VerifiedRounds([], max_bytes, stop)
     pending = prompt_ids[-1]
     while not rounds.done:
         base = len(state)  # position of the pending byte
@@ -143,4 +149,5 @@ def generate_speculative(
 def rounds_generation(prompt_ids: list[int], rounds: VerifiedRounds, state: IncrementalBLT) -> Generation:
     """Only the pending byte was never run; its patch flag is already known from the byte before it."""
     starts = state.starts[: len(prompt_ids) + len(rounds.out)]
-    return Generation(list(prompt_ids), rounds.out, rounds.eos, lengths_from_starts(starts), rounds.extras())
+    return Generation(list(prompt_ids), rounds.out, rounds.eos, lengths_from_starts(starts), rounds.extras(),
+                      rounds.stopped)
