@@ -59,7 +59,7 @@ class TrainConfig:
     device: str = "cpu"
     freeze: tuple[str, ...] = ()  # blt-d: components kept at their BLT values (encoder, global)
     time_budget: float | None = None  # seconds: after `probe_steps`, `steps` shrinks to what fits
-    probe_steps: int = 40
+    probe_steps: int = 100  # the pace is measured over the last three quarters of these steps
     objective: DiffusionObjective = field(default_factory=DiffusionObjective)
 
     def validate(self) -> None:
@@ -246,12 +246,12 @@ class Trainer:
         """Shrink `steps` so the run ends inside the time budget, from the pace of the probe steps.
 
         Measured after the first few steps (compilation and allocator warm-up are excluded) and
-        before warmup ends when warmup > probe_steps, so the cosine schedule is set before it starts.
+        no later than the end of warmup when warmup >= probe_steps, so the cosine schedule is set before it starts.
         The resolved step count is logged in the history so a rerun can name it with --steps.
         """
         c = self.config
         now = time.perf_counter()
-        per_step = (now - probe_started) / max(1, self.step - first_step - 5)
+        per_step = (now - probe_started) / max(1, self.step - first_step - c.probe_steps // 4)
         left = c.time_budget - (now - started)
         fit = self.step + int(0.9 * left / per_step)
         c.steps = max(self.step, min(c.steps, fit))
@@ -266,7 +266,7 @@ class Trainer:
         while self.step < c.steps:
             loss, parts = self.train_step()
             if c.time_budget is not None:
-                if self.step == first_step + 5:
+                if self.step == first_step + c.probe_steps // 4:
                     probe_started = time.perf_counter()
                 elif self.step == first_step + c.probe_steps:
                     self._fit_to_budget(first_step, started, probe_started)
