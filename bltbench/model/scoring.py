@@ -6,9 +6,9 @@ that starts with BOS; position i predicts id i + 1. Rows are padded on the right
 length; every path is causal (entropy model, encoder, patching, global model over earlier patches,
 decoder), so padding never changes a real position's prediction.
 
-An optional observer sees one `Call` per component per scored row (role "score"), positions = the
-row's length (patches, for the global model), as if each row ran alone: what the trace prices does not
-depend on how rows happened to be batched.
+An optional observer sees one `Call` per component per sequence that ran (role "score"), positions =
+its length (patches, for the global model), as if each ran alone: what the trace prices does not depend
+on how sequences happened to be batched.
 """
 
 from __future__ import annotations
@@ -68,6 +68,25 @@ def _observe(observer: CallObserver, rows: list[list[int]], starts: torch.Tensor
         observer(Call("decoder", SCORE_ROLE, n, 0))
 
 
+def _cover(rows: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Which rows to run so that every row's predictions are read from some run: row i needs the
+    logits at its inputs rows[i][:-1], which any row starting with those inputs provides (the model is
+    causal). Returns (rows to run, the run that serves each row). Quadratic in the number of rows:
+    for small groups, e.g. one document's choices under a shared context."""
+    runs: list[int] = []
+    served = [0] * len(rows)
+    for i in sorted(range(len(rows)), key=lambda i: -len(rows[i])):
+        need = rows[i][:-1]
+        for r in runs:
+            if rows[r][: len(need)] == need:
+                served[i] = r
+                break
+        else:
+            runs.append(i)
+            served[i] = i
+    return runs, served
+
+
 @torch.no_grad()
 def score_rows(
     model: ByteLatentTransformer | EntropyModel,
@@ -76,13 +95,20 @@ def score_rows(
     rows: list[list[int]],
     batch_size: int = 16,
     observer: CallObserver | None = None,
+    share_prefixes: bool = False,
 ) -> list[RowScore]:
     """Scores of `rows`, in their order. A BLT is patched by `entropy_model`; an entropy model scores
-    alone (then `patching` may be None)."""
+    alone (then `patching` may be None). With `share_prefixes`, a row whose inputs begin another row
+    is read from that row's pass instead of running alone (the choices " A", " B", ... after one
+    context cost one pass); the observer sees only the passes that ran."""
     if any(len(r) < 1 for r in rows):
         raise ValueError("every row holds at least BOS")
+    runs, served = _cover(rows) if share_prefixes else (list(range(len(rows))), list(range(len(rows))))
+    readers: dict[int, list[int]] = {}
+    for i, r in enumerate(served):
+        readers.setdefault(r, []).append(i)
     device = next(model.parameters()).device
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    order = sorted(runs, key=lambda i: len(rows[i]))
     out: list[RowScore | None] = [None] * len(rows)
     for first in range(0, len(order), batch_size):
         index = order[first : first + batch_size]
@@ -100,14 +126,15 @@ def score_rows(
             if observer is not None:
                 _observe(observer, group, starts, entropy_model is not None and patching.mode == "entropy")
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        targets = ids[:, 1:]
-        picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         allowed = logp.clone()
         allowed[..., list(NEVER_GENERATED)] = -math.inf
-        greedy = allowed.argmax(-1) == targets
-        for j, i in enumerate(index):
-            n = len(rows[i]) - 1
-            out[i] = RowScore(picked[j, :n].tolist(), greedy[j, :n].tolist())
+        best = allowed.argmax(-1)
+        for j, run in enumerate(index):
+            for i in readers[run]:
+                n = len(rows[i]) - 1
+                targets = torch.tensor(rows[i][1:], dtype=torch.long, device=device)
+                picked = logp[j, :n].gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+                out[i] = RowScore(picked.tolist(), (best[j, :n] == targets).tolist())
     return out  # type: ignore[return-value]
 
 
