@@ -4,6 +4,7 @@ dataset is one clear error naming what to set."""
 
 from __future__ import annotations
 
+import json
 import os
 import tarfile
 import urllib.request
@@ -71,8 +72,6 @@ class DataSource:
         return target
 
     def mbpp(self) -> list[dict]:
-        import json
-
         path = self.local("mbpp/mbpp.jsonl")
         if path is not None:
             return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -90,6 +89,72 @@ class DataSource:
 
     def path_or_none(self, relative: str) -> Path | None:
         return self.local(relative)
+
+    def lines(self, relative: str) -> list[str]:
+        """A local text file's lines (the training corpus and other local-only text)."""
+        path = self.local(relative)
+        if path is None:
+            raise self._missing(relative)
+        return path.read_text(encoding="utf-8").splitlines()
+
+    # -- likelihood sets, as rows in their Hugging Face schema (what lm-eval's task configs expect) --
+    def _hub(self, what: str, path: str, name: str | None, split: str) -> list[dict]:
+        if offline():
+            raise self._missing(what)
+        try:
+            import datasets
+
+            return [dict(r) for r in datasets.load_dataset(path, name, split=split)]
+        except Exception as exc:  # any hub or network failure
+            raise self._missing(what) from exc
+
+    def _jsonl(self, path: Path) -> list[dict]:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def _from_disk(self, relative: str) -> list[dict] | None:
+        path = self.local(relative)
+        if path is None:
+            return None
+        import datasets
+
+        return datasets.load_from_disk(str(path)).to_list()
+
+    def arc(self, subset: str, split: str = "Test") -> list[dict]:
+        """AI2 ARC (`subset` ARC-Easy or ARC-Challenge) flattened to allenai/ai2_arc's schema: id,
+        question, choices {text, label}, answerKey (labels may be digits)."""
+        path = self.local(f"arc/{subset}-{split}.jsonl")
+        if path is None:
+            hub_split = {"Dev": "validation"}.get(split, split.lower())
+            return self._hub(f"arc/{subset}-{split}", "allenai/ai2_arc", subset, hub_split)
+        rows = []
+        for r in self._jsonl(path):
+            q = r["question"]
+            rows.append({"id": r["id"], "question": q["stem"], "answerKey": r["answerKey"],
+                         "choices": {"text": [c["text"] for c in q["choices"]], "label": [c["label"] for c in q["choices"]]}})
+        return rows
+
+    def piqa(self) -> list[dict]:
+        """PIQA validation: goal, sol1, sol2 and label (0/1, from the separate labels file)."""
+        rows_path, labels_path = self.local("piqa/valid.jsonl"), self.local("piqa/valid-labels.lst")
+        if rows_path is None or labels_path is None:
+            if self.root is not None and (rows_path or labels_path):
+                raise self._missing("piqa/valid.jsonl" if rows_path is None else "piqa/valid-labels.lst")
+            return self._hub("piqa", "baber/piqa", None, "validation")
+        rows = self._jsonl(rows_path)
+        labels = [int(x) for x in labels_path.read_text(encoding="utf-8").split()]
+        if len(labels) != len(rows):
+            raise BltbenchError(f"{labels_path} holds {len(labels)} labels for {len(rows)} rows of {rows_path}")
+        return [{"goal": r["goal"], "sol1": r["sol1"], "sol2": r["sol2"], "label": y} for r, y in zip(rows, labels)]
+
+    def hellaswag(self) -> list[dict]:
+        """HellaSwag validation in Rowan/hellaswag's schema."""
+        rows = self._from_disk("hellaswag/validation")
+        return rows if rows is not None else self._hub("hellaswag/validation", "Rowan/hellaswag", None, "validation")
+
+    def mmlu(self, subject: str, split: str = "test") -> list[dict]:
+        """One MMLU subject's split (test, dev, validation) in cais/mmlu's schema."""
+        rows = self._from_disk(f"mmlu/{subject}/{split}")
+        return rows if rows is not None else self._hub(f"mmlu/{subject}/{split}", "cais/mmlu", subject, split)
 
 
 def humaneval_problems() -> list[dict]:
