@@ -8,6 +8,7 @@
     tasks:
       - {name: flores-fr-en, limit: 4, max_bytes: 128}
       - {name: diversity, limit: 4, sampling: {temperature: 1.0, top_p: 0.9}}
+      - {name: arc-easy, limit: 8}   # a scoring task: the method's likelihoods, no byte budget
 
 Unknown or malformed fields are errors, reported with the suite's path.
 """
@@ -24,6 +25,7 @@ from bltbench.decoding.methods import MethodSpec, parse_method
 from bltbench.decoding.sampling import SamplingConfig
 from bltbench.errors import BltbenchError
 from bltbench.instrumentation.params import profile
+from bltbench.suites.tasks.base import ScoringTask
 from bltbench.suites.tasks.registry import get_task
 
 SUITE_FIELDS = {"name", "model", "methods", "sampling", "project", "tasks", "data_dir", "description"}
@@ -99,9 +101,13 @@ def parse_suite(raw: Any, where: str) -> Suite:
         if unknown:
             raise BltbenchError(f"{at}: unknown fields {', '.join(sorted(unknown))}")
         try:
-            get_task(str(entry["name"]))
+            task = get_task(str(entry["name"]))
         except BltbenchError as exc:
             raise BltbenchError(f"{at}: {exc}") from None
+        if isinstance(task, ScoringTask):
+            for key in ("max_bytes", "sampling"):
+                if key in entry:
+                    raise BltbenchError(f"{at}: {key} applies to generation tasks; {task.name} scores likelihoods")
         for key in ("limit", "max_bytes"):
             value = entry.get(key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):

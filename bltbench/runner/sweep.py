@@ -1,4 +1,8 @@
-"""`bltbench run`: every method of a suite on every sample of its tasks, metered, scored and recorded."""
+"""`bltbench run`: every method of a suite on every sample of its tasks, metered, scored and recorded.
+
+Generation tasks run the method's decoding on each prompt; scoring tasks (likelihood, bits per byte)
+read the method's causal path through a `Scorer`. Both write one record per (method, task, sample)
+and one summary row per (method, task), and both resume by skipping the records already written."""
 
 from __future__ import annotations
 
@@ -9,14 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bltbench.decoding.methods import MethodSpec
-from bltbench.instrumentation.measure import measure
-from bltbench.instrumentation.meter import COMPONENTS
+from bltbench.instrumentation.bandwidth import price
+from bltbench.instrumentation.measure import measure, own_params
+from bltbench.instrumentation.meter import COMPONENTS, Meter
+from bltbench.instrumentation.params import profile
 from bltbench.model.checkpoint import load_model
 from bltbench.model.ids import encode_prompt
 from bltbench.runner.store import RunStore
 from bltbench.runner.suite import Suite
 from bltbench.suites.data import DataSource
-from bltbench.suites.tasks.base import Sample
+from bltbench.suites.scorer import Scorer
+from bltbench.suites.tasks.base import Sample, Scored, ScoringTask
 from bltbench.suites.tasks.registry import get_task
 
 
@@ -59,24 +66,34 @@ def run_suite(
         on_plan(len(suite.methods) * sum(len(s) for _, _, s in plan))
     written = skipped = 0
     for spec in suite.methods:
+        scorer = None
         for entry, task, samples in plan:
-            budget = entry.max_bytes or task.max_bytes
+            todo = []
             for sample in samples:
-                key = (spec.label, task.name, sample.id)
-                if store.has(key):
+                if store.has((spec.label, task.name, sample.id)):
                     skipped += 1
                     if on_sample:
                         on_sample(f"{spec.label} {task.name}: skipped (done)")
-                    continue
+                else:
+                    todo.append(sample)
+            if isinstance(task, ScoringTask):
+                if todo:
+                    scorer = scorer or Scorer(bundle, spec, device=device)
+                    for scored in task.evaluate(scorer, todo):
+                        store.append(_scoring_record(spec, task, scored, bundle, suite.project))
+                        written += 1
+                        if on_sample:
+                            on_sample(f"{spec.label} {task.name}")
+                continue
+            budget = entry.max_bytes or task.max_bytes
+            for sample in todo:
                 m = measure(spec, bundle, encode_prompt(sample.prompt.encode()), budget, entry.sampling, device, suite.project)
                 completion = task.postprocess(m.generation.text)
                 record = {
                     "method": spec.label,
                     "task": task.name,
                     "sample_id": sample.id,
-                    "settings": {"name": spec.name, "k": spec.k, "weights": spec.weights or spec.own_weights,
-                                 "diffusion": vars(spec.diffusion) if spec.diffusion else None,
-                                 "sampling": vars(entry.sampling), "max_bytes": budget},
+                    "settings": {**_settings(spec), "sampling": vars(entry.sampling), "max_bytes": budget},
                     "completion": completion,
                     "score": task.score(sample, completion),
                     **{k: v for k, v in m.to_json().items() if k not in ("method", "output")},
@@ -92,9 +109,43 @@ def run_suite(
     return SweepResult(folder, written, skipped, summary)
 
 
+def _settings(spec: MethodSpec) -> dict:
+    return {"name": spec.name, "k": spec.k, "weights": spec.weights or spec.own_weights,
+            "diffusion": vars(spec.diffusion) if spec.diffusion else None}
+
+
+def _scoring_record(spec: MethodSpec, task: ScoringTask, scored: Scored, bundle, projections: tuple[str, ...]) -> dict:
+    """A scoring task's per-sample record: scores, what the task kept, and what the scoring passes
+    cost (NFEs by component, sequences run, bytes scored, bandwidth of the weights they read)."""
+    u = scored.usage
+    bw = price(u.calls, own_params(bundle))
+    return {
+        "method": spec.label,
+        "task": task.name,
+        "sample_id": scored.sample.id,
+        "kind": "scoring",
+        "settings": _settings(spec),
+        "score": scored.score,
+        "detail": scored.detail,
+        "nfe": Meter.nfe(u.calls),
+        "positions": Meter.positions(u.calls),
+        "sequences": u.sequences,
+        "bytes_scored": u.bytes_scored,
+        "bytes_generated": u.bytes_generated,
+        "bandwidth_gb": bw.paper_gb,
+        "bandwidth_gb_ext": bw.extended_gb,
+        "bandwidth_gb_kv": bw.kv_gb,
+        "projected": {name: {"bandwidth_gb": p.paper_gb, "bandwidth_gb_ext": p.extended_gb, "bandwidth_gb_kv": p.kv_gb}
+                      for name, p in ((name, price(u.calls, profile(name))) for name in projections)},
+        "wall_s": u.wall_s,
+        "time": time.time(),
+    }
+
+
 def summarize(suite: Suite, records: list[dict], tasks: dict) -> list[dict]:
-    """One row per (method, task): task metrics, NFEs and bandwidth per byte, reductions against blt,
-    exact match against the method's causal greedy path (when the suite ran it), speed."""
+    """One row per (method, task): task metrics, NFEs and bandwidth per byte (generated, or scored for
+    scoring tasks), reductions against blt, exact match against the method's causal greedy path (when
+    the suite ran it), speed."""
     by: dict[tuple[str, str], dict[str, dict]] = {}
     for r in records:
         by.setdefault((r["method"], r["task"]), {})[r["sample_id"]] = r
@@ -106,12 +157,16 @@ def summarize(suite: Suite, records: list[dict], tasks: dict) -> list[dict]:
             ordered = [(s, got[s.id]) for s in samples if s.id in got]
             if not ordered:
                 continue
+            if isinstance(task, ScoringTask):
+                rows.append(_scoring_row(suite, spec, task, samples, ordered))
+                continue
             recs = [r for _, r in ordered]
             n_bytes = sum(r["bytes_generated"] for r in recs)
             per = (lambda x: x / n_bytes) if n_bytes else (lambda x: float("nan"))
             row = {
                 "method": spec.label,
                 "task": name,
+                "kind": "generation",
                 "samples": len(recs),
                 "complete": len(recs) == len(samples),
                 "bytes": n_bytes,
@@ -140,3 +195,31 @@ def summarize(suite: Suite, records: list[dict], tasks: dict) -> list[dict]:
         b = base.get(row["task"])
         row["reduction"] = 1 - row["gb_per_byte"] / b["gb_per_byte"] if b and b["gb_per_byte"] else None
     return rows
+
+
+def _scoring_row(suite: Suite, spec: MethodSpec, task: ScoringTask, samples: list[Sample], ordered: list) -> dict:
+    """A scoring task's summary row. Costs are per scored byte; `bytes` (generated) is 0, so rows of
+    this kind add nothing to the bandwidth regression check, which weighs rows by generated bytes."""
+    recs = [r for _, r in ordered]
+    n = sum(r["bytes_scored"] for r in recs)
+    per = (lambda x: x / n) if n else (lambda x: float("nan"))
+    return {
+        "method": spec.label,
+        "task": task.name,
+        "kind": "scoring",
+        "samples": len(recs),
+        "complete": len(recs) == len(samples),
+        "bytes": 0,
+        "bytes_scored": n,
+        "sequences": sum(r["sequences"] for r in recs),
+        **task.aggregate([s for s, _ in ordered], [r["score"] for r in recs]),
+        "gb_per_byte": per(sum(r["bandwidth_gb"] for r in recs)),
+        "gb_per_byte_ext": per(sum(r["bandwidth_gb_ext"] for r in recs)),
+        "gb_per_byte_kv": per(sum(r["bandwidth_gb_kv"] for r in recs)),
+        "bytes_per_decoder_pass": n / max(1, sum(r["nfe"]["decoder"] for r in recs)),
+        "bytes_per_s": statistics.median([r["bytes_scored"] / r["wall_s"] for r in recs if r["wall_s"] > 0] or [0]),
+        "nfe_per_byte": {c: per(sum(r["nfe"][c] for r in recs)) for c in COMPONENTS},
+        "projected_gb_per_byte": {p: per(sum(r["projected"][p]["bandwidth_gb"] for r in recs)) for p in suite.project},
+        "accepted_per_verify": None,
+        "exact_match": None,
+    }

@@ -1,11 +1,14 @@
-"""What a generation task is: samples with prompts, a byte budget, stop strings, and scoring."""
+"""What a task is: a generation task (samples with prompts, a byte budget, stop strings, and scoring of
+completions) or a scoring task (samples scored by the method's likelihoods)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from bltbench.suites.data import DataSource
+from bltbench.suites.scorer import Scorer, Usage
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,38 @@ class GenerationTask:
         raise NotImplementedError
 
     def aggregate(self, samples: list[Sample], completions: list[str], scores: list[dict]) -> dict[str, Any]:
+        """Task-level metrics; by default the mean of each per-sample score."""
+        keys = scores[0].keys() if scores else []
+        return {k: sum(s[k] for s in scores) / len(scores) for k in keys}
+
+
+@dataclass
+class Scored:
+    """One scored sample: its scores, what the task wants kept (choices, log-likelihoods, ...), and
+    what scoring it cost."""
+
+    sample: Sample
+    score: dict[str, float]
+    detail: dict
+    usage: Usage
+
+
+class ScoringTask:
+    """A task that reads a method's likelihoods instead of its generations (multiple choice, bits per
+    byte). Subclasses set `name` and `metric`, and implement `samples` and `evaluate`."""
+
+    name: str = ""
+    metric: str = ""
+
+    def samples(self, data: DataSource, limit: int | None = None) -> list[Sample]:
+        raise NotImplementedError
+
+    def evaluate(self, scorer: Scorer, samples: list[Sample]) -> Iterator[Scored]:
+        """Scores `samples` (any subset of `samples()`, e.g. what a resumed run still lacks), yielding
+        each as soon as it is done."""
+        raise NotImplementedError
+
+    def aggregate(self, samples: list[Sample], scores: list[dict]) -> dict[str, Any]:
         """Task-level metrics; by default the mean of each per-sample score."""
         keys = scores[0].keys() if scores else []
         return {k: sum(s[k] for s in scores) / len(scores) for k in keys}
