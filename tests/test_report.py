@@ -155,7 +155,7 @@ def test_scoring_task_records_reach_the_quality_table_only(run_dir, tmp_path):
     assert after.equals(before)
     write_report(run, ("html", "pdf"), tmp_path / "out")
     text = (tmp_path / "out" / "report.html").read_text()
-    assert "arc-easy" in text and ">acc<" in text and ">bytes_scored<" not in text
+    assert "arc-easy (1 records)" in text and ">acc<" in text and ">bytes_scored<" not in text
     assert _pdf_pages((tmp_path / "out" / "report.pdf").read_bytes())[0] == len(SECTIONS)
 
 

@@ -79,8 +79,9 @@ def bandwidth_figure(run: RunData, costs: pd.DataFrame, per_task: pd.DataFrame) 
     if costs[measures].isna().all().all():
         return None
     scale, unit = byte_unit(costs[measures].to_numpy().ravel())
+    tasks = [t for t in run.tasks if t in set(per_task["task"])]  # generation tasks only
     with style():
-        two = len(run.tasks) > 1
+        two = len(tasks) > 1
         fig, axes = new_figure(1, 2 if two else 1, width_ratios=[3, 2] if two else None)
         ax = axes[0, 0]
         long = costs.melt(id_vars="method", value_vars=measures, var_name="measure", value_name="v")
@@ -100,7 +101,7 @@ def bandwidth_figure(run: RunData, costs: pd.DataFrame, per_task: pd.DataFrame) 
         ax.margins(y=0.15)
         _method_ticks(ax)
         if two:
-            grid = per_task.pivot(index="method", columns="task", values="gb_per_byte").reindex(index=run.methods, columns=run.tasks)
+            grid = per_task.pivot(index="method", columns="task", values="gb_per_byte").reindex(index=run.methods, columns=tasks)
             sns.heatmap(grid * scale, ax=axes[0, 1], annot=True, fmt=".3g", cmap="rocket_r",
                         cbar_kws={"label": f"{unit} per byte (paper proxy)"}, linewidths=0.5)
             axes[0, 1].set_title(f"paper proxy per task ({unit}/byte)")

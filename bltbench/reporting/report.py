@@ -164,7 +164,7 @@ def metadata(run: RunData) -> list[tuple[str, str]]:
     for t in run.tasks:
         spec = task_specs.get(t, {})
         extra = [f"{k} {spec[k]}" for k in ("limit", "max_bytes") if spec.get(k) is not None]
-        tasks.append(f"{t} ({int((s['task'] == t).sum())} records{', ' + ', '.join(extra) if extra else ''})")
+        tasks.append(f"{t} ({run.records_per_task.get(t, 0)} records{', ' + ', '.join(extra) if extra else ''})")
     items.append(("tasks", "; ".join(tasks)))
     sampling = run.suite.get("sampling")
     if sampling:

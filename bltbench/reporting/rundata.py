@@ -26,7 +26,7 @@ RESULTS_ROOT = Path("results")
 NON_METRIC_FIELDS = {
     "method", "task", "samples", "complete", "bytes", "gb_per_byte", "gb_per_byte_ext", "gb_per_byte_kv",
     "bytes_per_decoder_pass", "bytes_per_s", "nfe_per_byte", "projected_gb_per_byte", "accepted_per_verify",
-    "exact_match", "reduction", "kind", "bytes_scored", "sequences",
+    "exact_match", "reduction", "kind", "bytes_scored", "sequences", "text_bytes",
 }
 METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "spbleu": "spBLEU", "ttr": "TTR", "pass@1": "pass@1", "bpb": "bits/byte"}
 LOWER_IS_BETTER = {"bpb"}
@@ -50,6 +50,7 @@ class RunData:
     summary: list[dict] | None
     methods: list[str]  # in the order the sweep ran them
     tasks: list[str]  # every task, scoring tasks included
+    records_per_task: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -187,4 +188,5 @@ def load_run(run: str | Path) -> RunData:
     empty = int((samples["bytes"] == 0).sum())
     if empty:
         notes.append(f"{empty} sample(s) generated no bytes (EOS at once); they count in no per-byte figure.")
-    return RunData(folder.resolve().name, folder, suite, samples, summary, methods, tasks, notes)
+    counts = {t: int(n) for t, n in every["task"].value_counts().items()}
+    return RunData(folder.resolve().name, folder, suite, samples, summary, methods, tasks, counts, notes)
