@@ -256,7 +256,7 @@ def test_bpb_task_equals_a_hand_computation(micro, data):
 SUITE = {
     "name": "lik",
     "model": "random:tiny",
-    "methods": ["blt", "blt-d-4"],
+    "methods": ["blt", "blt-d-4", "blt-s-4"],
     "project": ["blt-1b"],
     "tasks": [{"name": "arc-easy", "limit": 2}, {"name": "bpb-flores-eng", "limit": 2}],
 }
@@ -274,9 +274,14 @@ def test_scoring_tasks_sweep_record_summarize_and_resume(tmp_path, monkeypatch, 
     monkeypatch.setattr("bltbench.runner.sweep.load_model", lambda spec, device: micro)  # milliseconds a pass
     suite = parse_suite(SUITE, "lik.yaml")
     whole = run_suite(suite, tmp_path / "whole", data_dir=str(DATA))
-    assert whole.written == 8
-    rec = _rows(tmp_path / "whole")[0]
+    assert whole.written == 12
+    records = _rows(tmp_path / "whole")
+    rec = records[0]
     assert rec["kind"] == "scoring" and rec["sample_id"] == "arc-easy/0" and rec["settings"]["weights"] == "blt"
+    reused = [r for r in records if r["method"] == "blt-s-4"]  # same weights as blt: scored once
+    assert len(reused) == 4 and all(r["reused_from"] == "blt" for r in reused)
+    assert [r["score"] for r in reused] == [r["score"] for r in records if r["method"] == "blt"]
+    assert not any("reused_from" in r for r in records if r["method"] != "blt-s-4")
     assert rec["nfe"]["decoder"] == rec["sequences"] == len(rec["detail"]["choices"]) and rec["bandwidth_gb"] > 0
     assert rec["projected"]["blt-1b"]["bandwidth_gb"] > rec["bandwidth_gb"]
     rows = {(r["method"], r["task"]): r for r in whole.summary}
@@ -298,8 +303,8 @@ def test_scoring_tasks_sweep_record_summarize_and_resume(tmp_path, monkeypatch, 
     with pytest.raises(Killed):
         run_suite(suite, tmp_path / "cut", data_dir=str(DATA), on_sample=die_after_five)
     resumed = run_suite(suite, tmp_path / "cut", resume=True, data_dir=str(DATA))
-    assert resumed.skipped == 5 and resumed.written == 3
-    assert _rows(tmp_path / "cut") == _rows(tmp_path / "whole")
+    assert resumed.skipped == 5 and resumed.written == 7
+    assert _rows(tmp_path / "cut") == records
 
 
 # -- bad input --------------------------------------------------------------------------------------------
@@ -349,3 +354,15 @@ def test_missing_data_is_one_error_line_and_nothing_written(capsys, tmp_path, mo
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"dataset {named} not found" in err and "BLTBENCH_DATA" in err
     assert not (tmp_path / "out").exists()
+
+
+@needs_data
+def test_bpb_flores_eng_reproduces_the_bundled_model_card(data):
+    from bltbench.model.checkpoint import load_model
+
+    card = json.loads((Path(__file__).resolve().parents[1] / "bltbench/models/tiny/card.json").read_text())["regression_check"]
+    task = get_task("bpb-flores-eng")
+    samples = task.samples(data, limit=card["lines"])
+    scored = list(task.evaluate(Scorer(load_model("tiny", "cpu"), parse_method("blt-s-8")), samples))
+    agg = task.aggregate(samples, [s.score for s in scored])
+    assert agg["text_bytes"] == card["bytes"] and agg["bpb"] == pytest.approx(card["bpb"], abs=2e-3)

@@ -1,8 +1,10 @@
 """`bltbench run`: every method of a suite on every sample of its tasks, metered, scored and recorded.
 
 Generation tasks run the method's decoding on each prompt; scoring tasks (likelihood, bits per byte)
-read the method's causal path through a `Scorer`. Both write one record per (method, task, sample)
-and one summary row per (method, task), and both resume by skipping the records already written."""
+read the method's causal path through a `Scorer` (methods that share weights share one scoring run:
+the later ones' records are copies marked `reused_from`). Both write one record per (method, task,
+sample) and one summary row per (method, task), and both resume by skipping the records already
+written."""
 
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ def run_suite(
     if on_plan:
         on_plan(len(suite.methods) * sum(len(s) for _, _, s in plan))
     written = skipped = 0
+    scored = _scored_by_weights(store.records())
     for spec in suite.methods:
         scorer = None
         for entry, task, samples in plan:
@@ -77,10 +80,23 @@ def run_suite(
                 else:
                     todo.append(sample)
             if isinstance(task, ScoringTask):
-                if todo:
+                weights = spec.weights or spec.own_weights
+                fresh = []
+                for sample in todo:
+                    prior = scored.get((weights, task.name, sample.id))
+                    if prior is None:
+                        fresh.append(sample)
+                        continue
+                    store.append(_reused(prior, spec))
+                    written += 1
+                    if on_sample:
+                        on_sample(f"{spec.label} {task.name}")
+                if fresh:
                     scorer = scorer or Scorer(bundle, spec, device=device)
-                    for scored in task.evaluate(scorer, todo):
-                        store.append(_scoring_record(spec, task, scored, bundle, suite.project))
+                    for result in task.evaluate(scorer, fresh):
+                        record = _scoring_record(spec, task, result, bundle, suite.project)
+                        store.append(record)
+                        scored[(weights, task.name, result.sample.id)] = record
                         written += 1
                         if on_sample:
                             on_sample(f"{spec.label} {task.name}")
@@ -112,6 +128,22 @@ def run_suite(
 def _settings(spec: MethodSpec) -> dict:
     return {"name": spec.name, "k": spec.k, "weights": spec.weights or spec.own_weights,
             "diffusion": vars(spec.diffusion) if spec.diffusion else None}
+
+
+def _scored_by_weights(records: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """Scoring records by (weights, task, sample): a likelihood depends on the weights alone, so methods
+    that share weights (blt and blt-s-K; every blt-d-* and blt-dv-*) share one scoring run."""
+    out: dict[tuple[str, str, str], dict] = {}
+    for r in records:
+        if r.get("kind") == "scoring" and "reused_from" not in r:
+            out.setdefault((r["settings"]["weights"], r["task"], r["sample_id"]), r)
+    return out
+
+
+def _reused(prior: dict, spec: MethodSpec) -> dict:
+    """Another method's scoring record for the same weights, relabelled and marked as reused (its
+    NFEs, bandwidth and time are what this method's identical passes would cost)."""
+    return {**prior, "method": spec.label, "settings": _settings(spec), "reused_from": prior["method"], "time": time.time()}
 
 
 def _scoring_record(spec: MethodSpec, task: ScoringTask, scored: Scored, bundle, projections: tuple[str, ...]) -> dict:

@@ -7,7 +7,10 @@ path (see `Scorer`); `loglikelihood_rolling` scores a whole text in BOS-prefixed
 the `until` strings. Requests of one document are scored together in one batch, and what each
 document cost (calls, sequences, bytes, seconds) is kept per (task, doc_id) for the runner's records.
 
-    lm_eval --model bltbench --model_args model=tiny,method=blt-d-8 --include_path <lm_eval_tasks> ...
+    import lm_eval, bltbench.suites.lm_eval_model            # the import registers "bltbench"
+    from bltbench.suites.lm_eval_local import task_manager
+    lm_eval.simple_evaluate(model="bltbench", model_args="model=tiny,method=blt-d-8",
+                            tasks=["bltbench_piqa"], task_manager=task_manager(DataSource()), limit=4)
 """
 
 from __future__ import annotations
