@@ -141,3 +141,32 @@ def test_check_command_exit_codes(capsys, tmp_path):
     assert code == 1 and "check failed: blt:" in err
     code, out, err = _cli(capsys, "check", str(tmp_path / "nope"), "--baseline", str(baseline))
     assert code == 2 and err.startswith("error: cannot read run summary")
+
+
+def test_sweeps_stop_inside_decoding_at_the_task_stop_strings(tmp_path, monkeypatch):
+    from bltbench.suites.tasks import registry
+    from bltbench.suites.tasks.base import GenerationTask, Sample
+
+    class Echo(GenerationTask):
+        name, metric, max_bytes = "echo", "n", 24
+
+        def samples(self, data, limit=None):
+            return [Sample("0", "stop here: ")]
+
+        def score(self, sample, completion):
+            return {"n": float(len(completion))}
+
+    def sweep(folder: str, stop: tuple[str, ...]) -> dict:
+        monkeypatch.setitem(registry.TASKS, "echo", lambda: type("E", (Echo,), {"stop": stop})())
+        suite = parse_suite({"name": "s", "model": "random:tiny", "methods": ["blt"], "tasks": [{"name": "echo"}]}, "s.yaml")
+        run_suite(suite, tmp_path / folder, data_dir=str(DATA))
+        return json.loads((tmp_path / folder / "records.jsonl").read_text().splitlines()[0])
+
+    full = sweep("full", ())
+    assert full["bytes_generated"] == 24 and not full["stopped_at_string"]
+    out = bytes.fromhex(full["output_hex"])
+    needle = next(out[i : i + 2] for i in range(1, len(out) - 1) if out[i : i + 2].isascii())  # seeded: always found
+    stopped = sweep("stopped", (needle.decode("ascii"),))
+    assert stopped["stopped_at_string"] and stopped["bytes_generated"] == out.find(needle)
+    assert bytes.fromhex(stopped["output_hex"]) == out[: out.find(needle)]
+    assert stopped["nfe"]["decoder"] < full["nfe"]["decoder"]

@@ -42,6 +42,7 @@ class Measurement:
             "output_hex": g.output_bytes.hex(),
             "bytes_generated": self.bytes_generated,
             "stopped_at_eos": g.stopped_at_eos,
+            "stopped_at_string": g.stopped_at_string,
             "patches": g.patch_lengths,
             "nfe": self.nfe,
             "nfe_per_byte": {k: self.per_byte(v) for k, v in self.nfe.items()},
@@ -88,12 +89,13 @@ def measure(
     device: str = "cpu",
     projections: tuple[str, ...] = (),
     meter_enabled: bool = True,
+    stop: tuple[str, ...] = (),
 ) -> Measurement:
     warm_up(spec, bundle, device)
     meter = Meter()
     observer = meter if meter_enabled else None  # switched off: no observer at all
     sampler = Sampler(sampling, device)
-    result, wall = timed(lambda: generate(spec, bundle, prompt_ids, max_bytes, sampler, observer), device)
+    result, wall = timed(lambda: generate(spec, bundle, prompt_ids, max_bytes, sampler, observer, stop), device)
     calls = meter.generation()
     return Measurement(
         method=spec.label,

@@ -103,7 +103,8 @@ def run_suite(
                 continue
             budget = entry.max_bytes or task.max_bytes
             for sample in todo:
-                m = measure(spec, bundle, encode_prompt(sample.prompt.encode()), budget, entry.sampling, device, suite.project)
+                m = measure(spec, bundle, encode_prompt(sample.prompt.encode()), budget, entry.sampling, device, suite.project,
+                            stop=task.stop)
                 completion = task.postprocess(m.generation.text)
                 record = {
                     "method": spec.label,
