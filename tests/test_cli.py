@@ -32,6 +32,17 @@ def test_generate_json_fields(capsys):
     assert record["patches"][0] == 1
 
 
+def test_generate_stop_string_cuts_the_output(capsys):
+    args = ["generate", "--model", "random:tiny", "--prompt", "Hello, bytes", "--max-bytes", "24", "--json"]
+    code, out, err = run_cli(capsys, *args)
+    raw = bytes.fromhex(json.loads(out)["output_hex"])
+    needle = next(raw[i : i + 2] for i in range(1, len(raw) - 1) if raw[i : i + 2].isascii())
+    code, out, err = run_cli(capsys, *args, "--stop", needle.decode("ascii"), "--stop", "never\x01")
+    assert code == 0, err
+    record = json.loads(out)
+    assert bytes.fromhex(record["output_hex"]) == raw[: raw.find(needle)] and record["stopped_at_string"]
+
+
 def test_generate_recompute_and_prompt_file_agree(capsys, tmp_path):
     prompt = tmp_path / "p.txt"
     prompt.write_bytes("Grüße\n".encode())
@@ -82,6 +93,7 @@ CASES = {
     "unknown method": (lambda t, m: ["--model", "random:tiny", "--prompt", "x", "--method", "blt-x"], "unknown method"),
     "bad top-p": (lambda t, m: ["--model", "random:tiny", "--prompt", "x", "--top-p", "1.5"], "top-p"),
     "not a number": (lambda t, m: ["--model", "random:tiny", "--prompt", "x", "--max-bytes", "many"], "max-bytes"),
+    "empty stop string": (lambda t, m: ["--model", "random:tiny", "--prompt", "x", "--stop", ""], "stop string"),
 }
 
 

@@ -50,6 +50,7 @@ def generate_cmd(
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt text (UTF-8)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt's raw bytes from a file."),
     max_bytes: int = typer.Option(256, "--max-bytes", help="Byte budget; generation also stops at EOS."),
+    stop: list[str] = typer.Option([], "--stop", help="Stop string (repeatable): the output ends before it."),
     seed: int = typer.Option(0, "--seed"),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
     top_k: Optional[int] = typer.Option(None, "--top-k"),
@@ -77,7 +78,7 @@ def generate_cmd(
     data = read_prompt(prompt, prompt_file)
     dev = _device(device)
     bundle = load_model(model, dev)
-    result = measure(spec, bundle, encode_prompt(data), max_bytes, sampling, dev, projections)
+    result = measure(spec, bundle, encode_prompt(data), max_bytes, sampling, dev, projections, stop=tuple(stop))
     if as_json:
         record = {"model": bundle.source, "recompute": recompute, **result.to_json()}
         typer.echo(json.dumps(record, ensure_ascii=False))
