@@ -113,3 +113,16 @@ def test_sampled_first_bytes_match_plain_sampling_end_to_end(micro):
     chi2 = sum((a * math.sqrt(n2 / n1) - b * math.sqrt(n1 / n2)) ** 2 / (a + b) for a, b in table if a + b)
     assert len(table) >= 4, "the test needs a spread-out first-byte distribution"
     assert chi2 < _chi2_critical(len(table) - 1, 1e-4)
+
+
+def test_bytes_per_verification_pools_every_round(micro):
+    """A prompt that ends at its first EOS (one round, no bytes) weighs one round, not one prompt."""
+    from bltbench.instrumentation.compare import pooled_bytes_per_verify
+
+    assert pooled_bytes_per_verify([{"verify_rounds": 1, "committed_bytes": 0},
+                                    {"verify_rounds": 3, "committed_bytes": 15}]) == 15 / 4
+    assert pooled_bytes_per_verify([]) is None
+    args = (micro.blt, micro.entropy, micro.config.patching, encode_prompt(b"pooled"), 30)
+    extras = generate_speculative(*args, Sampler(SamplingConfig()), k=4).extras
+    assert extras["committed_bytes"] == 30 and extras["verify_rounds"] >= 30 / 5
+    assert extras["accepted_per_verify"] == extras["committed_bytes"] / extras["verify_rounds"]

@@ -99,7 +99,7 @@ class VerifiedRounds:
     def extras(self) -> dict:
         return {"accepted_per_verify": sum(self.committed) / max(1, len(self.committed)),
                 "acceptance_rate": self.accepted / self.drafted if self.drafted else None,
-                "verify_rounds": len(self.committed)}
+                "verify_rounds": len(self.committed), "committed_bytes": sum(self.committed)}
 
 
 @torch.inference_mode()

@@ -122,7 +122,7 @@ def compare(
         if sampling.greedy:
             ref = runs[references[spec.weights or spec.own_weights].label]
             exact = sum(m.generation.output_ids == r.generation.output_ids for m, r in zip(ms, ref)) / len(ms)
-        accepted = [m.generation.extras["accepted_per_verify"] for m in ms if "accepted_per_verify" in m.generation.extras]
+        rounds = [m.generation.extras for m in ms if "verify_rounds" in m.generation.extras]
         projected = {}
         for name in projections:
             p_gb = sum(m.projected[name].paper_gb for m in ms)
@@ -144,7 +144,7 @@ def compare(
                 exact_match=exact,
                 bytes_per_s=median_bytes_per_s(ms),
                 bytes_per_decoder_pass=n / max(1, sum(m.nfe["decoder"] for m in ms)),
-                accepted_per_verify=sum(accepted) / len(accepted) if accepted else None,
+                accepted_per_verify=pooled_bytes_per_verify(rounds),
                 projected=projected,
             )
         )
@@ -163,3 +163,10 @@ def rows_as_records(rows: list[CompareRow]) -> list[dict]:
                 record[f"{name}_{key}"] = v
         records.append(record)
     return records
+
+
+def pooled_bytes_per_verify(rounds: list[dict]) -> float | None:
+    """Bytes committed per verification over every round of every prompt (not a mean of per-prompt
+    ratios, which would weigh a prompt that ends at its first EOS like a long one)."""
+    total = sum(r["verify_rounds"] for r in rounds)
+    return sum(r["committed_bytes"] for r in rounds) / total if total else None

@@ -55,7 +55,7 @@ class Measurement:
             "wall_s": self.wall_s,
             "bytes_per_s": self.bytes_generated / self.wall_s if self.wall_s > 0 else None,
         }
-        for key in ("accepted_per_verify", "acceptance_rate"):
+        for key in ("accepted_per_verify", "acceptance_rate", "verify_rounds", "committed_bytes"):
             if key in g.extras:
                 record[key] = g.extras[key]
         for name, bw in self.projected.items():

@@ -133,6 +133,8 @@ def _sample_row(r: dict) -> dict:
         "gb_kv": _number(r.get("bandwidth_gb_kv")),
         "wall_s": _number(r.get("wall_s")),
         "accepted_per_verify": _number(r.get("accepted_per_verify")),
+        "verify_rounds": _number(r.get("verify_rounds")),
+        "committed_bytes": _number(r.get("committed_bytes")),
         "temperature": _number(((r.get("settings") or {}).get("sampling") or {}).get("temperature")),
         "time": _number(r.get("time")),
         "kind": str(r.get("kind") or "generation"),

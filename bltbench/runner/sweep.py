@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bltbench.decoding.methods import MethodSpec
 from bltbench.instrumentation.bandwidth import price
+from bltbench.instrumentation.compare import pooled_bytes_per_verify
 from bltbench.instrumentation.measure import measure, own_params
 from bltbench.instrumentation.meter import COMPONENTS, Meter
 from bltbench.instrumentation.params import profile
@@ -212,8 +213,7 @@ def summarize(suite: Suite, records: list[dict], tasks: dict) -> list[dict]:
                 "nfe_per_byte": {c: per(sum(r["nfe"][c] for r in recs)) for c in COMPONENTS},
                 "projected_gb_per_byte": {p: per(sum(r["projected"][p]["bandwidth_gb"] for r in recs)) for p in suite.project},
             }
-            accepted = [r["accepted_per_verify"] for r in recs if "accepted_per_verify" in r]
-            row["accepted_per_verify"] = sum(accepted) / len(accepted) if accepted else None
+            row["accepted_per_verify"] = pooled_bytes_per_verify([r for r in recs if "verify_rounds" in r])
             ref = _reference(spec, labels)
             greedy = all(r["settings"]["sampling"]["temperature"] == 0 for r in recs)
             if ref and greedy and spec.lossless:
