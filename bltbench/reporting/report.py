@@ -23,8 +23,6 @@ import base64
 import html
 import io
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from bltbench import __version__
-from bltbench.atomic import write_text_atomic
+from bltbench.atomic import write_bytes_atomic, write_text_atomic
 from bltbench.errors import BltbenchError
 from bltbench.instrumentation.meter import COMPONENTS
 from bltbench.reporting import plots
@@ -284,22 +282,6 @@ def render_pdf(run: RunData, sections: list[Rendered]) -> bytes:
             fig.text(0.995, 0.005, f"{run.run_id} · {s.key}", ha="right", va="bottom", fontsize=7, color="0.5")
             pdf.savefig(fig)
     return buffer.getvalue()
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """`atomic.write_text_atomic` for binary files: a reader sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_report(run: str | Path, formats: tuple[str, ...] = FORMATS, out: Path | None = None) -> list[Path]:
