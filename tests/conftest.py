@@ -63,3 +63,19 @@ def micro_variants() -> list[ModelBundle]:
         make_bundle(dataclasses.replace(micro_config(), patching=PatchingConfig(threshold=0.3, monotonic=True, max_patch_length=8)), seed=3),
         make_bundle(dataclasses.replace(micro_config(), patching=PatchingConfig(mode="static", static_length=3)), seed=4),
     ]
+
+
+class Killed(Exception):
+    """Stands in for a kill in the middle of a sweep."""
+
+
+def die_after(n: int):
+    """An on_sample callback that raises Killed at the n-th written sample."""
+    count = {"n": 0}
+
+    def callback(_):
+        count["n"] += 1
+        if count["n"] == n:
+            raise Killed
+
+    return callback

@@ -290,18 +290,10 @@ def test_scoring_tasks_sweep_record_summarize_and_resume(tmp_path, monkeypatch, 
     assert set(arc) >= {"acc", "acc_norm", "acc_bytes", "gb_per_byte", "nfe_per_byte", "bytes_scored"}
     assert rows[("blt", "bpb-flores-eng")]["bpb"] > 0 and rows[("blt", "arc-easy")]["reduction"] == 0
 
-    class Killed(Exception):
-        pass
-
-    count = {"n": 0}
-
-    def die_after_five(_):
-        count["n"] += 1
-        if count["n"] == 5:
-            raise Killed
+    from conftest import Killed, die_after
 
     with pytest.raises(Killed):
-        run_suite(suite, tmp_path / "cut", data_dir=str(DATA), on_sample=die_after_five)
+        run_suite(suite, tmp_path / "cut", data_dir=str(DATA), on_sample=die_after(5))
     resumed = run_suite(suite, tmp_path / "cut", resume=True, data_dir=str(DATA))
     assert resumed.skipped == 5 and resumed.written == 7
     assert _rows(tmp_path / "cut") == records

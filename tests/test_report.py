@@ -106,6 +106,10 @@ def test_projections_price_the_stored_nfe_counts_like_the_meter(run_dir):
     assert costs.loc["blt", "reduction"] == 0 and costs.loc["blt", "proj_blt-7b"] > costs.loc["blt", "proj_blt-1b"] > 0
     assert costs.loc["blt", "bytes_per_decoder_pass"] == pytest.approx(1.0, abs=0.02)
     assert costs.loc["blt-s-4", "exact_match"] == 1.0 and costs.loc["blt-s-4", "bytes_per_verify"] > 0
+    records = [json.loads(line) for line in (Path(run_dir) / "records.jsonl").read_text().splitlines()]
+    verified = [r for r in records if r["method"] == "blt-s-4"]
+    pooled = sum(r["committed_bytes"] for r in verified) / sum(r["verify_rounds"] for r in verified)
+    assert costs.loc["blt-s-4", "bytes_per_verify"] == pytest.approx(pooled)
 
 
 def test_pareto_front():

@@ -14,6 +14,7 @@ from bltbench.errors import BltbenchError
 from bltbench.reporting.check import check
 from bltbench.runner.suite import load_suite, parse_suite
 from bltbench.runner.sweep import run_suite
+from conftest import Killed, die_after
 
 DATA = Path(os.environ.get("BLTBENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 pytestmark = pytest.mark.skipif(not (DATA / "flores101").is_dir(), reason="needs the shared data directory")
@@ -34,24 +35,14 @@ def _rows(folder: Path) -> list[dict]:
                   key=lambda r: (r["method"], r["task"], r["sample_id"]))
 
 
-class Killed(Exception):
-    pass
-
 
 def test_a_killed_sweep_resumes_to_the_same_rows(tmp_path):
     suite = parse_suite(SUITE, "t.yaml")
     whole = run_suite(suite, tmp_path / "whole", data_dir=str(DATA))
     assert whole.written == 8
 
-    count = {"n": 0}
-
-    def die_after_five(_):
-        count["n"] += 1
-        if count["n"] == 5:
-            raise Killed
-
     with pytest.raises(Killed):
-        run_suite(suite, tmp_path / "cut", data_dir=str(DATA), on_sample=die_after_five)
+        run_suite(suite, tmp_path / "cut", data_dir=str(DATA), on_sample=die_after(5))
     with open(tmp_path / "cut" / "records.jsonl", "ab") as f:
         f.write(b'{"method": "blt", "task": "flores')  # a write torn by the kill
     resumed = run_suite(suite, tmp_path / "cut", resume=True, data_dir=str(DATA))

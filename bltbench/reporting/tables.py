@@ -16,6 +16,7 @@ from functools import lru_cache
 import pandas as pd
 
 from bltbench.instrumentation.bandwidth import paper_gb
+from bltbench.instrumentation.compare import pooled_bytes_per_verify
 from bltbench.instrumentation.meter import COMPONENTS
 from bltbench.instrumentation.params import ComponentParams, profile
 from bltbench.reporting.rundata import NON_METRIC_FIELDS, RunData
@@ -141,7 +142,6 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def _bytes_per_verify(m: pd.DataFrame) -> float:
     """Pooled over every verification round (records without round counts: the mean of their ratios)."""
-    rounds = m["verify_rounds"].sum()
-    if rounds > 0:
-        return float(m["committed_bytes"].sum() / rounds)
-    return float(m["accepted_per_verify"].mean())
+    counted = m.dropna(subset=["verify_rounds", "committed_bytes"])
+    pooled = pooled_bytes_per_verify(counted[["verify_rounds", "committed_bytes"]].to_dict("records"))
+    return float(m["accepted_per_verify"].mean()) if pooled is None else pooled
