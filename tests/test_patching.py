@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bltbench.model.config import PatchingConfig
-from bltbench.model.patching import patch_lengths, patch_starts
+from bltbench.model.patching import batch_patch_flags, patch_lengths, patch_starts
 
 entropies = st.lists(st.floats(0.0, 6.0, allow_nan=False), min_size=1, max_size=80)
 max_lengths = st.one_of(st.none(), st.integers(1, 10))
@@ -50,3 +51,35 @@ def test_max_length_splits_and_static_mode():
     h = [0.0] * 20
     assert patch_lengths(PatchingConfig(threshold=5.0, max_patch_length=8), h, 20) == [1, 8, 8, 3]
     assert patch_lengths(PatchingConfig(mode="static", static_length=4, max_patch_length=None), h, 10) == [1, 4, 4, 1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(st.lists(st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 3.25, 5.0]), min_size=7, max_size=7), min_size=1, max_size=4),
+    theta=st.sampled_from([0.5, 1.0, 1.5, 3.25]),
+    max_len=st.one_of(st.none(), st.integers(1, 5)),
+    monotonic=st.booleans(),
+    static=st.booleans(),
+    static_length=st.integers(1, 5),
+)
+def test_batch_flags_equal_the_per_row_rule(rows, theta, max_len, monotonic, static, static_length):
+    """The batched rule training uses is the per-row rule decoding uses, on every row; the values
+    include entropies equal to the threshold, where a strict comparison must stay strict."""
+    config = PatchingConfig(
+        mode="static" if static else "entropy", threshold=theta, monotonic=monotonic,
+        max_patch_length=max_len, static_length=static_length,
+    )
+    flags = batch_patch_flags(config, np.array(rows, dtype=np.float32))
+    assert flags.shape == (len(rows), len(rows[0]) + 1)
+    for row, got in zip(rows, flags.tolist()):
+        assert got == patch_starts(config, [float(np.float32(x)) for x in row], len(row))
+
+
+def test_batch_flags_compare_float32_entropies_as_the_per_row_rule_does():
+    """An entropy stored as float32 just above a float64 threshold that rounds to it in float32."""
+    theta = 1.1  # float32(1.1) > 1.1
+    config = PatchingConfig(threshold=theta, max_patch_length=None)
+    h = np.array([[0.0, np.float32(1.1), 0.0]], dtype=np.float32)
+    expected = patch_starts(config, h[0].tolist(), 3)
+    assert expected[2] is True
+    assert batch_patch_flags(config, h).tolist() == [expected]

@@ -91,6 +91,32 @@ def test_blt_d_from_blt_keeps_frozen_parts_and_stores_them_once(toy_corpus, tmp_
     assert (folder / "blt_d.safetensors").stat().st_size < 0.5 * blt_bytes
 
 
+def test_warm_start_continues_from_the_init_bundles_blt(toy_corpus, tmp_path):
+    import json
+
+    first = Trainer(_config(toy_corpus, tmp_path / "cycle1", "blt", steps=4, init="random:tiny:1"))
+    first.run()
+    first.export()
+    cycle1 = load_model(str(tmp_path / "cycle1")).blt
+    second = Trainer(_config(toy_corpus, tmp_path / "cycle2", "blt", steps=3, init=str(tmp_path / "cycle1"), warm_start=True))
+    for (name, a), (_, b) in zip(second.model.state_dict().items(), cycle1.state_dict().items()):
+        assert torch.equal(a, b.float()), name
+    fresh = Trainer(_config(toy_corpus, tmp_path / "fresh", "blt", steps=3, init=str(tmp_path / "cycle1")))
+    assert second.heldout_bpb() < fresh.heldout_bpb(), "a warm start begins where the first cycle ended"
+    second.run()
+    second.export()
+    log = json.loads((tmp_path / "cycle2" / "training-blt.json").read_text())
+    assert log["config"]["warm_start"] and log["steps_done"] == 3
+    assert log["continues"]["steps_done"] == 4 and len(log["continues"]["history"]) == len(first.history)
+
+
+def test_warm_start_is_for_the_blt_only(toy_corpus, tmp_path):
+    from bltbench.errors import BltbenchError
+
+    with pytest.raises(BltbenchError, match="--variant blt"):
+        Trainer(_config(toy_corpus, tmp_path / "x", "entropy", warm_start=True))
+
+
 def test_calibration_hits_its_target():
     bundle = load_model("random:tiny:2")
     text = [("The calibration text: " + " ".join(LINES)).encode() * 3]

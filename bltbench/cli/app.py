@@ -220,6 +220,8 @@ def train_cmd(
     doc_mode: str = typer.Option("auto", "--doc-mode", help="auto (.txt/.jsonl per line, else per file), line or file."),
     freeze: str = typer.Option("", "--freeze", help="blt-d: comma-separated parts kept at BLT values (encoder,global)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
+    warm_start: bool = typer.Option(
+        False, "--warm-start", help="blt: start from the --init bundle's BLT weights (new optimizer and schedule)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device"),
     time_budget: Optional[float] = typer.Option(
@@ -235,6 +237,7 @@ def train_cmd(
         seq_len=seq_len, batch_size=batch_size, lr=lr, warmup=warmup, eval_every=eval_every,
         checkpoint_every=checkpoint_every, doc_mode=doc_mode, seed=seed, device=_device(device),
         freeze=tuple(x.strip() for x in freeze.split(",") if x.strip()), time_budget=time_budget,
+        warm_start=warm_start,
     )
     trainer = Trainer(config)
     if resume:

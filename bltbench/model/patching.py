@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from bltbench.model.config import PatchingConfig
 
 
@@ -33,6 +35,41 @@ def patch_starts(config: PatchingConfig, entropies: Sequence[float], length: int
         new = starts_new_patch(config, i, entropies, current)
         flags.append(new)
         current = 1 if new else current + 1
+    return flags
+
+
+def batch_patch_flags(config: PatchingConfig, entropies: np.ndarray) -> np.ndarray:
+    """`patch_starts` for every row of `entropies` [N, L] at once: flags [N, L + 1].
+
+    Training patches every batch it draws; a Python loop per position cost more than the model's
+    own step on a GPU. Only the max-length rule needs a scan, done here over positions for all rows
+    at once. Entropies are compared in float64, as the per-row rule compares Python floats.
+    """
+    n, length = entropies.shape
+    h = np.asarray(entropies, dtype=np.float64)
+    if config.mode == "static":
+        rule = np.zeros((n, length), dtype=bool)
+    elif config.monotonic:
+        rule = np.zeros((n, length), dtype=bool)
+        rule[:, 1:] = h[:, 1:] - h[:, :-1] > config.threshold
+    else:
+        rule = h > config.threshold
+    limit = config.max_patch_length
+    if config.mode == "static":
+        limit = config.static_length if limit is None else min(limit, config.static_length)
+    flags = np.zeros((n, length + 1), dtype=bool)
+    flags[:, 0] = True
+    if length == 0:
+        return flags
+    flags[:, 1] = True  # i == 0: byte 1 always opens a patch
+    if limit is None:
+        flags[:, 2:] = rule[:, 1:]
+        return flags
+    current = np.ones(n, dtype=np.int64)
+    for i in range(1, length):
+        new = rule[:, i] | (current >= limit)
+        flags[:, i + 1] = new
+        current = np.where(new, 1, current + 1)
     return flags
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from bltbench.model.blt import ByteLatentTransformer
@@ -23,7 +24,7 @@ from bltbench.model.config import PatchingConfig
 from bltbench.model.entropy import EntropyModel, entropy_nats
 from bltbench.model.ids import BOE, BOS, OFFSET, PAD
 from bltbench.model.incremental import Call, CallObserver
-from bltbench.model.patching import patch_starts
+from bltbench.model.patching import batch_patch_flags
 
 SCORE_ROLE = "score"
 NEVER_GENERATED = (BOE, BOS, PAD)  # decoders mask these; greedy flags ignore them too
@@ -32,12 +33,11 @@ NEVER_GENERATED = (BOE, BOS, PAD)  # decoders mask these; greedy flags ignore th
 @torch.no_grad()
 def batch_patch_starts(entropy_model: EntropyModel | None, patching: PatchingConfig, ids: torch.Tensor) -> torch.Tensor:
     """Patch start flags [N, L + 1] for a batch, from the entropy model (static patching needs none)."""
-    n, length = ids.shape
     if entropy_model is None or patching.mode != "entropy":
-        rows = [[0.0] * length] * n
+        entropies = np.zeros(tuple(ids.shape))
     else:
-        rows = entropy_nats(entropy_model(ids)).tolist()
-    return torch.tensor([patch_starts(patching, h, length) for h in rows], device=ids.device)
+        entropies = entropy_nats(entropy_model(ids)).cpu().numpy()
+    return torch.from_numpy(batch_patch_flags(patching, entropies)).to(ids.device)
 
 
 @dataclass

@@ -58,6 +58,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     freeze: tuple[str, ...] = ()  # blt-d: components kept at their BLT values (encoder, global)
+    warm_start: bool = False  # blt: start from the --init bundle's BLT weights (a further training cycle)
     time_budget: float | None = None  # seconds: after `probe_steps`, `steps` shrinks to what fits
     probe_steps: int = 100  # the pace is measured over the last three quarters of these steps
     objective: DiffusionObjective = field(default_factory=DiffusionObjective)
@@ -72,6 +73,8 @@ class TrainConfig:
         if self.variant in ("blt", "blt-d") and not self.init:
             need = "a trained entropy model" if self.variant == "blt" else "BLT weights"
             raise BltbenchError(f"--variant {self.variant} needs --init: a bundle with {need}")
+        if self.warm_start and self.variant != "blt":
+            raise BltbenchError("--warm-start continues a BLT: it needs --variant blt")
         unknown = set(self.freeze) - {"encoder", "global"}
         if unknown:
             raise BltbenchError(f"can only freeze encoder and global, not {', '.join(sorted(unknown))}")
@@ -131,9 +134,14 @@ class Trainer:
         base = load_model(c.init, "cpu")
         if c.variant == "blt":
             base.require_entropy()
-            config = dataclasses.replace(preset(c.preset), patching=base.config.patching, entropy=base.config.entropy)
-            model = ByteLatentTransformer(config)
-            init_weights(model, c.seed)
+            if c.warm_start:  # the init bundle's BLT, its shape and patching: a new cycle from its weights
+                config = base.config
+                model = ByteLatentTransformer(config)
+                model.load_state_dict(base.require_blt().state_dict())
+            else:
+                config = dataclasses.replace(preset(c.preset), patching=base.config.patching, entropy=base.config.entropy)
+                model = ByteLatentTransformer(config)
+                init_weights(model, c.seed)
             bundle = ModelBundle(config, model, base.entropy, c.out, "bltbench")
         else:
             blt = base.require_blt()
@@ -227,9 +235,13 @@ class Trainer:
 
     def export(self, dtype: torch.dtype = torch.bfloat16) -> Path:
         """Write the bundle: trained component plus what it was built on, and a training log
-        (`training-<variant>.json`: the config as run, with the resolved step count, and the history)."""
+        (`training-<variant>.json`: the config as run, with the resolved step count, and the history;
+        a warm start nests the log of the cycle it continued under "continues")."""
         self.model.eval()
         log_name = f"training-{self.config.variant}.json"
+        earlier = None
+        if self.config.warm_start and (Path(self.config.init) / log_name).is_file():
+            earlier = json.loads((Path(self.config.init) / log_name).read_text())
         folder = save_bundle(self.bundle, self.config.out, dtype, keep=[CHECKPOINT, log_name])
         log = {
             "config": dataclasses.asdict(self.config),
@@ -238,6 +250,8 @@ class Trainer:
             "wall_seconds": round(self.wall_seconds, 1),
             "history": [dataclasses.asdict(h) for h in self.history],
         }
+        if earlier is not None:
+            log["continues"] = earlier
         write_text_atomic(folder / log_name, json.dumps(log, indent=2) + "\n")
         return folder
 
