@@ -238,3 +238,5 @@ def test_eval_bpb_json(capsys, tmp_path):
     assert code == 0, err
     record = json.loads(out)
     assert record["bytes"] == len("one line") + len("another line") and 6 < record["bpb"] < 12
+    shares = record["confident_share"]
+    assert list(shares) == ["0.5", "0.7", "0.9"] and shares["0.5"] >= shares["0.7"] >= shares["0.9"] >= 0

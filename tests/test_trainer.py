@@ -145,3 +145,29 @@ def test_bits_per_byte_matches_a_direct_computation(micro):
         nats += float(F.cross_entropy(logits[:-1], torch.tensor(ids[1:]), reduction="sum"))
     assert n == sum(len(d) for d in docs)
     assert bpb == pytest.approx(nats / math.log(2) / n, rel=1e-5)
+
+
+def test_confident_share_matches_a_direct_computation(micro):
+    """The share of bytes whose top-1 probability (over the ids a decoder may produce) exceeds alpha."""
+    from bltbench.decoding.blt import recompute_logits
+    from bltbench.model.ids import encode_prompt
+    from bltbench.model.scoring import NEVER_GENERATED
+    from bltbench.training.evaluate import score_text
+
+    docs = [b"first document", b"a second, somewhat longer document"]
+    tops = []
+    for doc in docs:
+        logits = recompute_logits(micro.blt, micro.entropy, micro.config.patching, encode_prompt(doc))[:-1].float().clone()
+        logits[:, list(NEVER_GENERATED)] = float("-inf")
+        tops += torch.softmax(logits, -1).max(-1).values.tolist()
+    ranked = sorted(tops)
+    # levels in the widest gaps of each middle quarter, so rounding (batched vs alone) cannot cross them
+    quarters = [range(len(ranked) // 4, len(ranked) // 2), range(len(ranked) // 2, 3 * len(ranked) // 4)]
+    gaps = [max(q, key=lambda k: ranked[k + 1] - ranked[k]) for q in quarters]
+    levels = tuple((ranked[k] + ranked[k + 1]) / 2 for k in gaps)
+    score = score_text(micro.blt, micro.entropy, micro.config.patching, docs, levels=levels)
+    for level in levels:
+        expected = sum(p > level for p in tops) / len(tops)
+        assert 0 < expected < 1
+        assert score.confident_share[level] == pytest.approx(expected)
+    assert score.bpb == pytest.approx(bits_per_byte(micro.blt, micro.entropy, micro.config.patching, docs)[0])

@@ -306,12 +306,13 @@ def eval_bpb_cmd(
     as_json: bool = typer.Option(False, "--json"),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """Bits per byte of a bundle's BLT or BLT-D causal path (or of its entropy model), and the mean
-    patch length its patcher cuts on the same text."""
+    """Bits per byte of a bundle's BLT or BLT-D causal path (or of its entropy model), the mean patch
+    length its patcher cuts on the same text, and the share of bytes predicted with top-1 probability
+    above 0.5 / 0.7 / 0.9 (what a confidence sampler at that alpha can commit without a fallback)."""
     from bltbench.model.checkpoint import load_model
     from bltbench.training.calibrate import document_entropies, mean_patch_length
     from bltbench.training.corpus import read_documents
-    from bltbench.training.evaluate import bits_per_byte
+    from bltbench.training.evaluate import score_text
 
     for path in data:
         if not path.exists():
@@ -322,17 +323,20 @@ def eval_bpb_cmd(
     if weights == "entropy":
         if entropy is None:
             raise BltbenchError(f"model {bundle.source} holds no entropy model")
-        bpb, n = bits_per_byte(entropy, None, None, docs, window)
+        score = score_text(entropy, None, None, docs, window)
     else:
-        bpb, n = bits_per_byte(bundle.weights(weights), entropy, bundle.config.patching, docs, window)
+        score = score_text(bundle.weights(weights), entropy, bundle.config.patching, docs, window)
     mean_patch = None
     if entropy is not None and bundle.config.patching.mode == "entropy":
         mean_patch = mean_patch_length(bundle.config.patching, document_entropies(entropy, docs, window))
+    shares = {str(level): share for level, share in score.confident_share.items()}
     if as_json:
-        typer.echo(json.dumps({"bpb": bpb, "bytes": n, "mean_patch_length": mean_patch}))
+        typer.echo(json.dumps({"bpb": score.bpb, "bytes": score.bytes, "mean_patch_length": mean_patch,
+                               "confident_share": shares}))
     else:
         patch = "" if mean_patch is None else f", mean patch length {mean_patch:.2f}"
-        typer.echo(f"{bpb:.4f} bits per byte over {n} bytes{patch}")
+        confident = ", ".join(f"p > {level}: {share:.1%}" for level, share in shares.items())
+        typer.echo(f"{score.bpb:.4f} bits per byte over {score.bytes} bytes{patch}; top-1 {confident} of bytes")
 
 
 @app.command("run")

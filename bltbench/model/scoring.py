@@ -47,6 +47,7 @@ class RowScore:
 
     logprobs: list[float]
     greedy: list[bool]
+    top: list[float]  # the probability of the argmax over the ids a decoder may produce
 
 
 def windows(data: bytes, window: int) -> list[list[int]]:
@@ -128,14 +129,49 @@ def score_rows(
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         allowed = logp.clone()
         allowed[..., list(NEVER_GENERATED)] = -math.inf
-        best = allowed.argmax(-1)
+        top, best = allowed.max(-1)
+        top = top.exp()
         for j, run in enumerate(index):
             for i in readers[run]:
                 n = len(rows[i]) - 1
                 targets = torch.tensor(rows[i][1:], dtype=torch.long, device=device)
                 picked = logp[j, :n].gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-                out[i] = RowScore(picked.tolist(), (best[j, :n] == targets).tolist())
+                out[i] = RowScore(picked.tolist(), (best[j, :n] == targets).tolist(), top[j, :n].tolist())
     return out  # type: ignore[return-value]
+
+
+@dataclass
+class TextScore:
+    """A model on a text: bits per byte over `bytes` scored bytes, and for each threshold alpha the
+    share of bytes whose causal top-1 probability exceeds it. The second says how often a confidence
+    sampler at alpha could commit a byte without a fallback if it saw every earlier byte: a guide to
+    what BLT-D's bytes per decoder pass can reach at this model quality."""
+
+    bpb: float
+    bytes: int
+    confident_share: dict[float, float]
+
+
+CONFIDENCE_LEVELS = (0.5, 0.7, 0.9)
+
+
+def score_text(
+    model: ByteLatentTransformer | EntropyModel,
+    entropy_model: EntropyModel | None,
+    patching: PatchingConfig | None,
+    docs: list[bytes],
+    window: int = 512,
+    batch_size: int = 16,
+    levels: tuple[float, ...] = CONFIDENCE_LEVELS,
+) -> TextScore:
+    """Score `docs`, each cut into BOS-prefixed windows (see `windows`)."""
+    rows = [row for doc in docs for row in windows(doc, window)]
+    scores = score_rows(model, entropy_model, patching, rows, batch_size)
+    nats = -sum(sum(s.logprobs) for s in scores)
+    n = sum(len(s.logprobs) for s in scores)
+    tops = [p for s in scores for p in s.top]
+    share = {level: sum(p > level for p in tops) / max(1, n) for level in levels}
+    return TextScore(nats / math.log(2) / max(1, n), n, share)
 
 
 def bits_per_byte(
@@ -147,8 +183,5 @@ def bits_per_byte(
     batch_size: int = 16,
 ) -> tuple[float, int]:
     """(bits per byte, bytes scored) over `docs`, each cut into BOS-prefixed windows (see `windows`)."""
-    rows = [row for doc in docs for row in windows(doc, window)]
-    scores = score_rows(model, entropy_model, patching, rows, batch_size)
-    nats = -sum(sum(s.logprobs) for s in scores)
-    n = sum(len(s.logprobs) for s in scores)
-    return nats / math.log(2) / max(1, n), n
+    score = score_text(model, entropy_model, patching, docs, window, batch_size)
+    return score.bpb, score.bytes

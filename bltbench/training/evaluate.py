@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from bltbench.model.scoring import bits_per_byte
+from bltbench.model.scoring import TextScore, bits_per_byte, score_text
 
-__all__ = ["bits_per_byte"]
+__all__ = ["TextScore", "bits_per_byte", "score_text"]
