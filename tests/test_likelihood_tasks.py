@@ -17,7 +17,7 @@ from bltbench.decoding.methods import generate, parse_method
 from bltbench.decoding.sampling import Sampler, SamplingConfig
 from bltbench.errors import BltbenchError
 from bltbench.model.ids import encode_prompt
-from bltbench.model.scoring import bits_per_byte
+from bltbench.model.scoring import score_text
 from bltbench.runner.suite import parse_suite
 from bltbench.runner.sweep import run_suite
 from bltbench.suites.data import DataSource
@@ -246,9 +246,9 @@ def test_bpb_task_equals_a_hand_computation(micro, data):
     agg = task.aggregate(samples, [s.score for s in scored])
     assert agg["bpb"] == pytest.approx(bits / n, rel=1e-5) and agg["text_bytes"] == n
     docs = [s.reference.encode() for s in samples]
-    assert agg["bpb"] == pytest.approx(bits_per_byte(micro.blt, micro.entropy, micro.config.patching, docs)[0], rel=1e-5)
+    assert agg["bpb"] == pytest.approx(score_text(micro.blt, micro.entropy, micro.config.patching, docs).bpb, rel=1e-5)
     d_weights = list(task.evaluate(Scorer(micro, parse_method("blt-d-4")), samples))
-    expected = bits_per_byte(micro.blt_d, micro.entropy, micro.config.patching, docs)[0]
+    expected = score_text(micro.blt_d, micro.entropy, micro.config.patching, docs).bpb
     assert task.aggregate(samples, [s.score for s in d_weights])["bpb"] == pytest.approx(expected, rel=1e-5)
 
 

@@ -173,15 +173,3 @@ def score_text(
     share = {level: sum(p > level for p in tops) / max(1, n) for level in levels}
     return TextScore(nats / math.log(2) / max(1, n), n, share)
 
-
-def bits_per_byte(
-    model: ByteLatentTransformer | EntropyModel,
-    entropy_model: EntropyModel | None,
-    patching: PatchingConfig | None,
-    docs: list[bytes],
-    window: int = 512,
-    batch_size: int = 16,
-) -> tuple[float, int]:
-    """(bits per byte, bytes scored) over `docs`, each cut into BOS-prefixed windows (see `windows`)."""
-    score = score_text(model, entropy_model, patching, docs, window, batch_size)
-    return score.bpb, score.bytes

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from bltbench.model.scoring import TextScore, bits_per_byte, score_text
+from bltbench.model.scoring import TextScore, score_text
 
-__all__ = ["TextScore", "bits_per_byte", "score_text"]
+__all__ = ["TextScore", "score_text"]
