@@ -110,6 +110,18 @@ def test_warm_start_continues_from_the_init_bundles_blt(toy_corpus, tmp_path):
     assert log["continues"]["steps_done"] == 4 and len(log["continues"]["history"]) == len(first.history)
 
 
+def test_warm_start_from_a_bundled_name_nests_its_log(toy_corpus, tmp_path):
+    import json
+
+    from bltbench.model.checkpoint import BUNDLED_DIR
+
+    trainer = Trainer(_config(toy_corpus, tmp_path / "next", "blt", steps=1, init="tiny", warm_start=True))
+    trainer.run()
+    trainer.export()
+    log = json.loads((tmp_path / "next" / "training-blt.json").read_text())
+    assert log["continues"] == json.loads((BUNDLED_DIR / "tiny" / "training-blt.json").read_text())
+
+
 def test_warm_start_is_for_the_blt_only(toy_corpus, tmp_path):
     from bltbench.errors import BltbenchError
 

@@ -109,6 +109,7 @@ class Trainer:
             heldout_docs = train_docs[-1:]
         self.train_stream = ByteStream(train_docs)
         self.heldout = ByteStream(heldout_docs).windows(config.seq_len, config.eval_windows).to(self.device)
+        self.init_source: str | None = None  # the resolved --init bundle (a bundled name becomes its folder)
         self.bundle, self.model = self._build()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         decay = [p for p in self.params if p.dim() >= 2]
@@ -132,6 +133,7 @@ class Trainer:
             init_weights(model, c.seed)
             return ModelBundle(config, None, model, c.out, "bltbench"), model.to(self.device)
         base = load_model(c.init, "cpu")
+        self.init_source = base.source
         if c.variant == "blt":
             base.require_entropy()
             if c.warm_start:  # the init bundle's BLT, its shape and patching: a new cycle from its weights
@@ -240,8 +242,8 @@ class Trainer:
         self.model.eval()
         log_name = f"training-{self.config.variant}.json"
         earlier = None
-        if self.config.warm_start and (Path(self.config.init) / log_name).is_file():
-            earlier = json.loads((Path(self.config.init) / log_name).read_text())
+        if self.config.warm_start and (Path(self.init_source) / log_name).is_file():
+            earlier = json.loads((Path(self.init_source) / log_name).read_text())
         folder = save_bundle(self.bundle, self.config.out, dtype, keep=[CHECKPOINT, log_name])
         log = {
             "config": dataclasses.asdict(self.config),
