@@ -15,6 +15,7 @@ B=${BLTBENCH:-.venv/bin/bltbench}
 WORK=${WORK:-build/train-tiny-cycle}
 if [ "$DEVICE" = cpu ]; then BATCH=${BATCH:-8}; else BATCH=${BATCH:-256}; fi
 CORPUS="--corpus build/corpus/news --corpus build/corpus/pairs --corpus build/corpus/code --corpus build/corpus/mbpp"
+if [ "$(realpath -m "$FROM")" = "$(realpath -m "$OUT")" ]; then echo "OUT must differ from FROM" >&2; exit 2; fi
 budget() { if [ -n "${1:-}" ]; then echo "--time-budget $1"; fi; }
 
 $B train --variant blt --init "$FROM" --warm-start $CORPUS --steps "${BLT_STEPS:-3000}" --seq-len 512 \
@@ -26,4 +27,4 @@ $B train --variant blt-d --init "$WORK/blt" $CORPUS --steps "${BLTD_STEPS:-3000}
 rm -rf "$OUT" && mkdir -p "$(dirname "$OUT")"
 cp -r "$WORK/blt-d" "$OUT" && rm -f "$OUT/checkpoint.pt"
 cp "$WORK/blt/training-blt.json" "$OUT/"
-if [ -f "$FROM/training-entropy.json" ]; then cp "$FROM/training-entropy.json" "$OUT/"; fi
+if [ -f "$FROM/training-entropy.json" ]; then cp "$FROM/training-entropy.json" "$OUT/"; fi  # FROM as a folder

@@ -55,24 +55,27 @@ def test_max_length_splits_and_static_mode():
 
 @settings(max_examples=200, deadline=None)
 @given(
-    rows=st.lists(st.lists(st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 3.25, 5.0]), min_size=7, max_size=7), min_size=1, max_size=4),
+    shape=st.tuples(st.integers(1, 4), st.integers(0, 9)),
+    data=st.data(),
     theta=st.sampled_from([0.5, 1.0, 1.5, 3.25]),
     max_len=st.one_of(st.none(), st.integers(1, 5)),
     monotonic=st.booleans(),
     static=st.booleans(),
     static_length=st.integers(1, 5),
 )
-def test_batch_flags_equal_the_per_row_rule(rows, theta, max_len, monotonic, static, static_length):
-    """The batched rule training uses is the per-row rule decoding uses, on every row; the values
-    include entropies equal to the threshold, where a strict comparison must stay strict."""
+def test_batch_flags_equal_the_per_row_rule(shape, data, theta, max_len, monotonic, static, static_length):
+    """The batched rule training uses is the per-row rule decoding uses, on every row and length (0 too);
+    the values include entropies equal to the threshold, where a strict comparison must stay strict."""
+    values = st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 3.25, 5.0])
+    rows = data.draw(st.lists(st.lists(values, min_size=shape[1], max_size=shape[1]), min_size=shape[0], max_size=shape[0]))
     config = PatchingConfig(
         mode="static" if static else "entropy", threshold=theta, monotonic=monotonic,
         max_patch_length=max_len, static_length=static_length,
     )
-    flags = batch_patch_flags(config, np.array(rows, dtype=np.float32))
-    assert flags.shape == (len(rows), len(rows[0]) + 1)
+    flags = batch_patch_flags(config, np.array(rows, dtype=np.float32).reshape(shape))
+    assert flags.shape == (shape[0], shape[1] + 1)
     for row, got in zip(rows, flags.tolist()):
-        assert got == patch_starts(config, [float(np.float32(x)) for x in row], len(row))
+        assert got == patch_starts(config, [float(np.float32(x)) for x in row], shape[1])
 
 
 def test_batch_flags_compare_float32_entropies_as_the_per_row_rule_does():

@@ -99,6 +99,7 @@ def test_warm_start_continues_from_the_init_bundles_blt(toy_corpus, tmp_path):
     first.export()
     cycle1 = load_model(str(tmp_path / "cycle1")).blt
     second = Trainer(_config(toy_corpus, tmp_path / "cycle2", "blt", steps=3, init=str(tmp_path / "cycle1"), warm_start=True))
+    assert list(second.model.state_dict()) == list(cycle1.state_dict())
     for (name, a), (_, b) in zip(second.model.state_dict().items(), cycle1.state_dict().items()):
         assert torch.equal(a, b.float()), name
     fresh = Trainer(_config(toy_corpus, tmp_path / "fresh", "blt", steps=3, init=str(tmp_path / "cycle1")))
@@ -161,10 +162,11 @@ def test_bits_per_byte_matches_a_direct_computation(micro):
 
 
 def test_confident_share_matches_a_direct_computation(micro):
-    """The share of bytes whose top-1 probability (over the ids a decoder may produce) exceeds alpha."""
+    """Per byte, the top-1 probability over the ids a decoder may produce (renormalised over them, as
+    the samplers do); the share of bytes above each alpha."""
     from bltbench.decoding.blt import recompute_logits
     from bltbench.model.ids import encode_prompt
-    from bltbench.model.scoring import NEVER_GENERATED
+    from bltbench.model.scoring import NEVER_GENERATED, score_rows, windows
     from bltbench.training.evaluate import score_text
 
     docs = [b"first document", b"a second, somewhat longer document"]
@@ -172,14 +174,18 @@ def test_confident_share_matches_a_direct_computation(micro):
     for doc in docs:
         logits = recompute_logits(micro.blt, micro.entropy, micro.config.patching, encode_prompt(doc))[:-1].float().clone()
         logits[:, list(NEVER_GENERATED)] = float("-inf")
-        tops += torch.softmax(logits, -1).max(-1).values.tolist()
-    ranked = sorted(tops)
+        tops.append(torch.softmax(logits, -1).max(-1).values)
+    scores = score_rows(micro.blt, micro.entropy, micro.config.patching, [w for d in docs for w in windows(d, 512)])
+    for score, expected in zip(scores, tops):
+        assert torch.allclose(torch.tensor(score.top), expected, rtol=1e-4, atol=0)
+    flat = torch.cat(tops).tolist()
+    ranked = sorted(flat)
     # levels in the widest gaps of each middle quarter, so rounding (batched vs alone) cannot cross them
     quarters = [range(len(ranked) // 4, len(ranked) // 2), range(len(ranked) // 2, 3 * len(ranked) // 4)]
     gaps = [max(q, key=lambda k: ranked[k + 1] - ranked[k]) for q in quarters]
     levels = tuple((ranked[k] + ranked[k + 1]) / 2 for k in gaps)
     score = score_text(micro.blt, micro.entropy, micro.config.patching, docs, levels=levels)
     for level in levels:
-        expected = sum(p > level for p in tops) / len(tops)
+        expected = sum(p > level for p in flat) / len(flat)
         assert 0 < expected < 1
         assert score.confident_share[level] == pytest.approx(expected)

@@ -221,7 +221,8 @@ def train_cmd(
     freeze: str = typer.Option("", "--freeze", help="blt-d: comma-separated parts kept at BLT values (encoder,global)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
     warm_start: bool = typer.Option(
-        False, "--warm-start", help="blt: start from the --init bundle's BLT weights (new optimizer and schedule)."),
+        False, "--warm-start", help="blt: start from the --init bundle's BLT weights and shape (--preset is not "
+        "used), with a new optimizer and schedule. A --resume of such a run passes --warm-start again."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device"),
     time_budget: Optional[float] = typer.Option(

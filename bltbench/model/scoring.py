@@ -129,8 +129,8 @@ def score_rows(
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         allowed = logp.clone()
         allowed[..., list(NEVER_GENERATED)] = -math.inf
-        top, best = allowed.max(-1)
-        top = top.exp()
+        best_logp, best = allowed.max(-1)
+        top = (best_logp - torch.logsumexp(allowed, -1)).exp()  # renormalised over those ids, as samplers do
         for j, run in enumerate(index):
             for i in readers[run]:
                 n = len(rows[i]) - 1

@@ -58,7 +58,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     freeze: tuple[str, ...] = ()  # blt-d: components kept at their BLT values (encoder, global)
-    warm_start: bool = False  # blt: start from the --init bundle's BLT weights (a further training cycle)
+    warm_start: bool = False  # blt: start from the --init bundle's BLT weights and shape (preset unused)
     time_budget: float | None = None  # seconds: after `probe_steps`, `steps` shrinks to what fits
     probe_steps: int = 100  # the pace is measured over the last three quarters of these steps
     objective: DiffusionObjective = field(default_factory=DiffusionObjective)
