@@ -128,6 +128,15 @@ def test_bench_decode_runs_both_modes_side_by_side(capsys):
     assert len(rows) == 2 and all("yes" in r for r in rows), out
 
 
+def test_bench_train_prints_batch_sizes_side_by_side(capsys, tmp_path):
+    (tmp_path / "text.txt").write_text("a line of training text for the benchmark\n" * 40, encoding="utf-8")
+    code, out, err = run_cli(capsys, "bench", "train", "--corpus", str(tmp_path), "--variant", "entropy",
+                             "--batch-sizes", "1,2", "--seq-len", "32", "--steps", "1", "--warmup-steps", "0", "--ops")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if re.match(r"│\s+(1|2) │", line)]
+    assert len(rows) == 2 and "1.00x" in rows[0], out
+
+
 def test_generate_json_reports_meter_fields(capsys):
     code, out, err = run_cli(capsys, "generate", "--model", "random:tiny", "--prompt", "Speculate", "--method", "blt-s",
                              "--k", "4", "--max-bytes", "20", "--json", "--project", "blt-1b")
@@ -225,6 +234,9 @@ def test_training_commands_reject_bad_input(capsys, tmp_path):
          "does not exist"),
         (["eval-bpb", "--model", "random:tiny", "--data", str(tmp_path / "missing.txt")], "does not exist"),
         (["eval-bpb", "--model", "random:tiny", "--data", __file__, "--weights", "gpt"], "unknown weights"),
+        (["bench", "train", "--corpus", str(tmp_path), "--batch-sizes", "8,x"], "comma-separated integers"),
+        (["bench", "train", "--corpus", str(tmp_path), "--batch-sizes", "0"], "positive sizes"),
+        (["bench", "train", "--corpus", str(tmp_path), "--variant", "gpt"], "unknown variant"),
     ]
     for args, fragment in cases:
         code, out, err = run_cli(capsys, *args)

@@ -496,6 +496,46 @@ def bench_meter(
     console.print(table)
 
 
+@bench_app.command("train")
+def bench_train(
+    corpus: list[Path] = typer.Option(..., "--corpus", help="Text folders or files (repeat the option)."),
+    variant: str = typer.Option("blt", "--variant", help="entropy, blt or blt-d."),
+    init: Optional[str] = typer.Option("tiny", "--init", help="Bundle to start from (as for train)."),
+    batch_sizes: str = typer.Option("8,64,256", "--batch-sizes"),
+    seq_len: int = typer.Option(512, "--seq-len"),
+    steps: int = typer.Option(10, "--steps", help="Timed steps per batch size."),
+    warmup_steps: int = typer.Option(3, "--warmup-steps"),
+    ops: bool = typer.Option(False, "--ops", help="Also count the operators one step dispatches."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Training step time and bytes/s at several batch sizes, side by side (a small model on a GPU is
+    bound by operator dispatch, so a larger batch can cost about the same time per step)."""
+    from rich.table import Table
+
+    from bltbench.training.bench import train_benchmark
+    from bltbench.training.trainer import TrainConfig
+
+    try:
+        sizes = [int(x) for x in batch_sizes.split(",") if x.strip()]
+    except ValueError:
+        raise BltbenchError(f"--batch-sizes must be comma-separated integers, got {batch_sizes!r}") from None
+    if not sizes or min(sizes) < 1 or steps < 1 or warmup_steps < 0:
+        raise BltbenchError("--batch-sizes needs positive sizes, --steps a positive count, --warmup-steps >= 0")
+    config = TrainConfig(variant=variant, corpus=[str(p) for p in corpus], steps=10**9, out="", init=init,
+                         seq_len=seq_len, device=_device(device),
+                         freeze=("encoder", "global") if variant == "blt-d" else ())
+    console = _console()
+    with console.status("benchmarking") as status:
+        rows = train_benchmark(config, sizes, steps, warmup_steps, ops, progress=lambda m: status.update(m))
+    table = Table(title=f"{variant} training steps, {init}, {config.device}, sequences of {seq_len} bytes")
+    for col in ("batch", "s/step", "bytes/s", f"bytes/s vs batch {sizes[0]}", "ops/step"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r.batch_size), f"{r.seconds_per_step:.4f}", f"{r.bytes_per_s:,.0f}",
+                      f"{r.bytes_per_s / rows[0].bytes_per_s:.2f}x", "-" if r.ops_per_step is None else str(r.ops_per_step))
+    console.print(table)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     args = sys.argv[1:] if argv is None else argv

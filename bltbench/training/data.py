@@ -30,19 +30,22 @@ class ByteStream:
     def __len__(self) -> int:
         return int(self.ids.numel())
 
-    def _window(self, offset: int, seq_len: int) -> torch.Tensor:
-        return torch.cat([torch.tensor([BOS]), self.ids[offset : offset + seq_len - 1]])
+    def _windows_at(self, offsets: torch.Tensor, seq_len: int) -> torch.Tensor:
+        """Windows [N, seq_len]: BOS, then seq_len - 1 ids from each offset (one gather for all rows,
+        so a step's operator count does not grow with the batch)."""
+        index = offsets.unsqueeze(1) + torch.arange(seq_len - 1)
+        bos = torch.full((offsets.shape[0], 1), BOS, dtype=self.ids.dtype)
+        return torch.cat([bos, self.ids[index]], dim=1)
 
     def sample(self, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
         """[batch, seq_len] windows at random offsets (each starts with BOS)."""
         high = len(self) - (seq_len - 1)
         if high <= 0:
             raise ValueError(f"the stream ({len(self)} ids) is shorter than a window ({seq_len})")
-        offsets = torch.randint(0, high, (batch_size,), generator=generator).tolist()
-        return torch.stack([self._window(o, seq_len) for o in offsets])
+        return self._windows_at(torch.randint(0, high, (batch_size,), generator=generator), seq_len)
 
     def windows(self, seq_len: int, limit: int) -> torch.Tensor:
         """The first `limit` consecutive non-overlapping windows: a fixed evaluation set."""
         step = seq_len - 1
         count = min(limit, max(1, (len(self) - 1) // step))
-        return torch.stack([self._window(i * step, seq_len) for i in range(count)])
+        return self._windows_at(torch.arange(count) * step, min(seq_len, len(self) + 1))  # a short stream: one short window

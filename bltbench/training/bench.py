@@ -1,0 +1,68 @@
+"""Training throughput by batch size, measured side by side in one process.
+
+A small model's training step on a GPU is bound by dispatching operators, not by arithmetic: the step
+issues the same operators whatever the batch, so bytes per second grow with the batch until the device
+is busy. This benchmark shows where that happens on a given machine, and counts the operators one step
+dispatches (they do not depend on the batch).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from bltbench.training.trainer import TrainConfig, Trainer
+
+
+@dataclass
+class TrainBenchRow:
+    batch_size: int
+    seconds_per_step: float
+    bytes_per_s: float
+    ops_per_step: int | None  # aten operators one step dispatches (counted in a separate, profiled step)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def count_ops(step: Callable[[], object]) -> int:
+    """aten operators dispatched by one call of `step` (views included: each costs dispatch time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
+
+
+def train_benchmark(
+    config: TrainConfig,
+    batch_sizes: Sequence[int],
+    steps: int = 10,
+    warmup_steps: int = 3,
+    ops: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[TrainBenchRow]:
+    """Time `steps` training steps (after `warmup_steps`) at each batch size, on one trainer whose
+    weights keep training across sizes (the time of a step does not depend on the weights' values)."""
+    trainer = Trainer(replace(config, batch_size=batch_sizes[0], eval_every=10**9, checkpoint_every=10**9))
+    rows = []
+    for batch in batch_sizes:
+        trainer.config = replace(trainer.config, batch_size=batch)
+        if progress:
+            progress(f"batch {batch}: {warmup_steps} warm-up and {steps} timed steps")
+        for _ in range(warmup_steps):
+            trainer.train_step()
+        _synchronize(trainer.device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+        _synchronize(trainer.device)
+        per_step = (time.perf_counter() - t0) / steps
+        n_ops = count_ops(trainer.train_step) if ops else None
+        rows.append(TrainBenchRow(batch, per_step, batch * config.seq_len / per_step, n_ops))
+    return rows
