@@ -508,8 +508,8 @@ def bench_train(
     ops: bool = typer.Option(False, "--ops", help="Also count the operators one step dispatches."),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """Training step time and bytes/s at several batch sizes, side by side (a small model on a GPU is
-    bound by operator dispatch, so a larger batch can cost about the same time per step)."""
+    """Training step time and bytes/s at several batch sizes, side by side (where a small model's step is
+    bound by operator dispatch, a larger batch costs about the same time per step)."""
     from rich.table import Table
 
     from bltbench.training.bench import train_benchmark

@@ -1,9 +1,9 @@
 """Training throughput by batch size, measured side by side in one process.
 
-A small model's training step on a GPU is bound by dispatching operators, not by arithmetic: the step
-issues the same operators whatever the batch, so bytes per second grow with the batch until the device
-is busy. This benchmark shows where that happens on a given machine, and counts the operators one step
-dispatches (they do not depend on the batch).
+A step dispatches about the same operators whatever the batch. For a small model on a GPU, dispatching
+them can take longer than the arithmetic, and then bytes per second grow with the batch until the device
+is busy. This benchmark shows whether and where that happens on a given machine, and counts the
+operators one step dispatches.
 """
 
 from __future__ import annotations
