@@ -9,7 +9,6 @@ records carry NFEs and a bandwidth price like generation records do.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
 from bltbench.decoding.methods import MethodSpec, generate
@@ -38,19 +37,12 @@ class Usage:
     bytes_generated: int = 0
     wall_s: float = 0.0
 
-    def merge(self, other: "Usage") -> None:
-        self.calls += other.calls
-        self.sequences += other.sequences
-        self.bytes_scored += other.bytes_scored
-        self.bytes_generated += other.bytes_generated
-        self.wall_s += other.wall_s
-
 
 def cut_at(text: str, stops: list[str] | tuple[str, ...]) -> str:
     """`text` up to the first occurrence of any stop string."""
     cut = len(text)
     for s in stops:
-        i = text.find(s) if s else -1
+        i = text.find(s)
         if i != -1:
             cut = min(cut, i)
     return text[:cut]
@@ -114,13 +106,15 @@ class Scorer:
 
     def generate(self, context: bytes, max_bytes: int, sampling: SamplingConfig, stop: list[str] | tuple[str, ...] = (),
                  usage: Usage | None = None) -> str:
-        """The method's own decoding from BOS + context, cut at the first stop string."""
+        """The method's own decoding from BOS + context, stopped at the first stop string (decoding matches
+        their UTF-8 bytes and stops paying there; the text cut after it only catches a string that matches
+        the decoded text but not the raw bytes, such as one holding U+FFFD)."""
         if not context:
             raise BltbenchError("generation needs a non-empty context (decoders start from BOS plus a byte)")
         usage = usage if usage is not None else Usage()
-        kwargs = {"stop": tuple(stop)} if stop and "stop" in inspect.signature(generate).parameters else {}
+        stop = tuple(s for s in stop if s)
         result, wall = timed(lambda: generate(self.spec, self.bundle, encode_prompt(context), max_bytes,
-                                              Sampler(sampling, self.device), usage.calls.append, **kwargs), self.device)
+                                              Sampler(sampling, self.device), usage.calls.append, stop), self.device)
         usage.bytes_generated += len(result.output_ids)
         usage.wall_s += wall
         return cut_at(result.text, stop)

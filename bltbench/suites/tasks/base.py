@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bltbench.suites.data import DataSource
-from bltbench.suites.scorer import Scorer, Usage
+from bltbench.suites.scorer import Scorer, Usage, cut_at
 
 
 @dataclass(frozen=True)
@@ -32,20 +32,14 @@ class GenerationTask:
 
     def postprocess(self, output: str) -> str:
         """The completion proper: the output cut at the first stop string."""
-        cut = len(output)
-        for s in self.stop:
-            i = output.find(s)
-            if i != -1:
-                cut = min(cut, i)
-        return output[:cut]
+        return cut_at(output, self.stop)
 
     def score(self, sample: Sample, completion: str) -> dict[str, float]:
         raise NotImplementedError
 
     def aggregate(self, samples: list[Sample], completions: list[str], scores: list[dict]) -> dict[str, Any]:
         """Task-level metrics; by default the mean of each per-sample score."""
-        keys = scores[0].keys() if scores else []
-        return {k: sum(s[k] for s in scores) / len(scores) for k in keys}
+        return mean_scores(scores)
 
 
 @dataclass
@@ -76,5 +70,10 @@ class ScoringTask:
 
     def aggregate(self, samples: list[Sample], scores: list[dict]) -> dict[str, Any]:
         """Task-level metrics; by default the mean of each per-sample score."""
-        keys = scores[0].keys() if scores else []
-        return {k: sum(s[k] for s in scores) / len(scores) for k in keys}
+        return mean_scores(scores)
+
+
+def mean_scores(scores: list[dict]) -> dict[str, float]:
+    """The mean of each per-sample score."""
+    keys = scores[0].keys() if scores else []
+    return {k: sum(s[k] for s in scores) / len(scores) for k in keys}
