@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,3 +81,23 @@ def die_after(n: int):
             raise Killed
 
     return callback
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in-process: (exit status, stdout, stderr)."""
+    from bltbench.cli.app import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+VOLATILE = {"wall_s", "bytes_per_s", "time"}  # record fields that differ between identical runs
+
+
+def stable_records(folder: Path) -> list[dict]:
+    """A run's records without their timing fields, in a fixed order: what two runs must agree on."""
+    rows = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+    return sorted(({k: v for k, v in r.items() if k not in VOLATILE} for r in rows),
+                  key=lambda r: (r["method"], r["task"], r["sample_id"]))

@@ -9,15 +9,8 @@ import sys
 
 import pytest
 
-from bltbench.cli.app import main
 from bltbench.model.checkpoint import save_bundle
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
+from conftest import run_cli
 
 
 def test_generate_json_fields(capsys):
@@ -235,7 +228,8 @@ def test_training_commands_reject_bad_input(capsys, tmp_path):
         (["eval-bpb", "--model", "random:tiny", "--data", str(tmp_path / "missing.txt")], "does not exist"),
         (["eval-bpb", "--model", "random:tiny", "--data", __file__, "--weights", "gpt"], "unknown weights"),
         (["bench", "train", "--corpus", str(tmp_path), "--batch-sizes", "8,x"], "comma-separated integers"),
-        (["bench", "train", "--corpus", str(tmp_path), "--batch-sizes", "0"], "positive sizes"),
+        (["bench", "train", "--corpus", str(tmp_path), "--batch-sizes", "0"], "all positive"),
+        (["bench", "train", "--corpus", str(tmp_path), "--steps", "0"], "--steps must be positive"),
         (["bench", "train", "--corpus", str(tmp_path), "--variant", "gpt"], "unknown variant"),
     ]
     for args, fragment in cases:

@@ -17,13 +17,13 @@ from bltbench.decoding.methods import generate, parse_method
 from bltbench.decoding.sampling import Sampler, SamplingConfig
 from bltbench.errors import BltbenchError
 from bltbench.model.ids import encode_prompt
-from bltbench.model.scoring import score_text
 from bltbench.runner.suite import parse_suite
 from bltbench.runner.sweep import run_suite
 from bltbench.suites.data import DataSource
 from bltbench.suites.lm_eval_model import BltbenchLM
 from bltbench.suites.scorer import Scorer, ScoringConfig, Usage
 from bltbench.suites.tasks.registry import get_task
+from conftest import run_cli, stable_records
 
 DATA = Path(os.environ.get("BLTBENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "arc").is_dir(), reason="needs the shared data directory")
@@ -102,7 +102,7 @@ class OracleScorer:
         return [(0.0 if c == favoured else -50.0, c == favoured) for c in conts]
 
 
-def _arc_digit_rows(subset: str, n: int = 2) -> list[int]:
+def _arc_digitstable_records(subset: str, n: int = 2) -> list[int]:
     rows = _jsonl(DATA / "arc" / f"{subset}-Test.jsonl")
     return [i for i, r in enumerate(rows) if r["answerKey"].isdigit()][:n]
 
@@ -118,7 +118,7 @@ CASES = {
 
 @needs_data
 @pytest.mark.parametrize("name", list(CASES))
-def test_perfect_choices_score_1_and_wrong_ones_0_on_real_rows(data, name):
+def test_perfect_choices_score_1_and_wrong_ones_0_on_realstable_records(data, name):
     task = get_task(name)
     every = task.samples(data)
     if name == "mmlu":
@@ -126,7 +126,7 @@ def test_perfect_choices_score_1_and_wrong_ones_0_on_real_rows(data, name):
                   and s.meta["doc_id"] < 2]
         assert len({s.meta["subtask"] for s in every}) == 57 and picked[0].id == "mmlu/abstract_algebra/0"
     else:
-        extra = _arc_digit_rows("ARC-Easy" if name == "arc-easy" else "ARC-Challenge") if name.startswith("arc") else []
+        extra = _arc_digitstable_records("ARC-Easy" if name == "arc-easy" else "ARC-Challenge") if name.startswith("arc") else []
         picked = every[:4] + [every[i] for i in extra]  # ARC: include rows whose labels are digits
         assert picked[0].id == f"{name}/0"
     gold = CASES[name]()
@@ -215,10 +215,14 @@ def test_generate_until_stops_at_the_until_string(micro, method):
     lm = BltbenchLM(Scorer(micro, parse_method(method)))
     context = "The byte latent transformer"
     free = lm.generate_until([_instance("generate_until", (context, {"until": [], "max_gen_toks": 24}))])[0]
+    free_bytes = lm.take_usage()[("t", 0)].bytes_generated
     assert len(free.encode()) > 4
-    stop = free[3:5]
+    # random weights write bytes that are not all UTF-8: stop at a character the raw bytes really hold
+    stop = next(c for c in free[2:] if c != "\ufffd")
     cut = lm.generate_until([_instance("generate_until", (context, {"until": ["", stop], "max_gen_toks": 24}))])[0]
     assert cut == free[: free.index(stop)] and stop not in cut  # an empty until string is ignored
+    # decoding itself stopped (not only the text cut after it): fewer bytes were generated
+    assert lm.take_usage()[("t", 0)].bytes_generated < free_bytes
 
 
 def test_the_model_is_registered_with_lm_eval(monkeypatch, micro):
@@ -245,11 +249,11 @@ def test_bpb_task_equals_a_hand_computation(micro, data):
     n = sum(len(s.reference.encode()) for s in samples)
     agg = task.aggregate(samples, [s.score for s in scored])
     assert agg["bpb"] == pytest.approx(bits / n, rel=1e-5) and agg["text_bytes"] == n
-    docs = [s.reference.encode() for s in samples]
-    assert agg["bpb"] == pytest.approx(score_text(micro.blt, micro.entropy, micro.config.patching, docs).bpb, rel=1e-5)
     d_weights = list(task.evaluate(Scorer(micro, parse_method("blt-d-4")), samples))
-    expected = score_text(micro.blt_d, micro.entropy, micro.config.patching, docs).bpb
-    assert task.aggregate(samples, [s.score for s in d_weights])["bpb"] == pytest.approx(expected, rel=1e-5)
+    d_bits = sum(-float(_oracle_logprobs(micro.blt_d, micro, encode_prompt(s.reference.encode())).sum()) / math.log(2)
+                 for s in samples)
+    assert d_bits != pytest.approx(bits, rel=1e-3), "the two weights score differently"
+    assert task.aggregate(samples, [s.score for s in d_weights])["bpb"] == pytest.approx(d_bits / n, rel=1e-5)
 
 
 # -- sweeps ---------------------------------------------------------------------------------------------
@@ -260,13 +264,6 @@ SUITE = {
     "project": ["blt-1b"],
     "tasks": [{"name": "arc-easy", "limit": 2}, {"name": "bpb-flores-eng", "limit": 2}],
 }
-VOLATILE = {"wall_s", "time"}
-
-
-def _rows(folder: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
-    return sorted(({k: v for k, v in r.items() if k not in VOLATILE} for r in rows),
-                  key=lambda r: (r["method"], r["task"], r["sample_id"]))
 
 
 @needs_data
@@ -275,7 +272,7 @@ def test_scoring_tasks_sweep_record_summarize_and_resume(tmp_path, monkeypatch, 
     suite = parse_suite(SUITE, "lik.yaml")
     whole = run_suite(suite, tmp_path / "whole", data_dir=str(DATA))
     assert whole.written == 12
-    records = _rows(tmp_path / "whole")
+    records = stable_records(tmp_path / "whole")
     rec = records[0]
     assert rec["kind"] == "scoring" and rec["sample_id"] == "arc-easy/0" and rec["settings"]["weights"] == "blt"
     reused = [r for r in records if r["method"] == "blt-s-4"]  # same weights as blt: scored once
@@ -296,27 +293,19 @@ def test_scoring_tasks_sweep_record_summarize_and_resume(tmp_path, monkeypatch, 
         run_suite(suite, tmp_path / "cut", data_dir=str(DATA), on_sample=die_after(5))
     resumed = run_suite(suite, tmp_path / "cut", resume=True, data_dir=str(DATA))
     assert resumed.skipped == 5 and resumed.written == 7
-    assert _rows(tmp_path / "cut") == records
+    assert stable_records(tmp_path / "cut") == records
 
 
 # -- bad input --------------------------------------------------------------------------------------------
-def _cli(capsys, *args):
-    from bltbench.cli.app import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    return exit_info.value.code, capsys.readouterr()[1]
-
-
 def test_unknown_task_is_one_error_line(capsys, tmp_path):
     with pytest.raises(BltbenchError, match="unknown task 'arc-medium'"):
         get_task("arc-medium")
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({**SUITE, "tasks": [{"name": "arc-medium"}]}))
-    code, err = _cli(capsys, "run", str(path), "--out", str(tmp_path / "out"))
+    code, _, err = run_cli(capsys, "run", str(path), "--out", str(tmp_path / "out"))
     assert code == 2 and "unknown task 'arc-medium'" in err and len(err.strip().splitlines()) == 1
     path.write_text(yaml.safe_dump({**SUITE, "tasks": [{"name": "piqa", "max_bytes": 8}]}))
-    code, err = _cli(capsys, "run", str(path), "--out", str(tmp_path / "out"))
+    code, _, err = run_cli(capsys, "run", str(path), "--out", str(tmp_path / "out"))
     assert code == 2 and "max_bytes applies to generation tasks" in err and not (tmp_path / "out").exists()
 
 
@@ -342,7 +331,7 @@ def test_missing_data_is_one_error_line_and_nothing_written(capsys, tmp_path, mo
                 (partial / Path(missing).parts[0] / f.name).symlink_to(f.resolve())
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({**SUITE, "tasks": [{"name": name, "limit": 1}]}))
-    code, err = _cli(capsys, "run", str(path), "--out", str(tmp_path / "out"), "--data-dir", str(partial))
+    code, _, err = run_cli(capsys, "run", str(path), "--out", str(tmp_path / "out"), "--data-dir", str(partial))
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"dataset {named} not found" in err and "BLTBENCH_DATA" in err
     assert not (tmp_path / "out").exists()

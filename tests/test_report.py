@@ -18,13 +18,13 @@ import pytest
 import torch
 from PIL import Image
 
-from bltbench.cli.app import main
 from bltbench.reporting import report as report_module
 from bltbench.reporting.report import NO_DATA, SECTIONS, write_report
 from bltbench.reporting.rundata import load_run
 from bltbench.reporting.tables import method_costs, pareto_front, projected_gb
 from bltbench.runner.suite import parse_suite
 from bltbench.runner.sweep import run_suite
+from conftest import run_cli
 
 DATA = Path(os.environ.get("BLTBENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 pytestmark = pytest.mark.skipif(not (DATA / "flores101").is_dir(), reason="needs the shared data directory")
@@ -112,6 +112,18 @@ def test_projections_price_the_stored_nfe_counts_like_the_meter(run_dir):
     assert costs.loc["blt-s-4", "bytes_per_verify"] == pytest.approx(pooled)
 
 
+def test_bytes_per_verify_pools_rounds_and_reads_older_records_as_a_mean():
+    import pandas as pd
+
+    from bltbench.reporting.tables import _bytes_per_verify
+
+    nan = float("nan")
+    rounds = pd.DataFrame({"verify_rounds": [1, 9], "committed_bytes": [8, 9], "accepted_per_verify": [8.0, 1.0]})
+    assert _bytes_per_verify(rounds) == pytest.approx(17 / 10)  # pooled; the mean of the ratios is 4.5
+    older = pd.DataFrame({"verify_rounds": [nan, nan], "committed_bytes": [nan, nan], "accepted_per_verify": [8.0, 1.0]})
+    assert _bytes_per_verify(older) == pytest.approx(4.5)
+
+
 def test_pareto_front():
     points = [(1.0, 0.5), (2.0, 0.7), (2.0, 0.6), (3.0, 0.7), (0.5, 0.1), (1.0, 0.5)]
     assert pareto_front(points) == [4, 0, 5, 1]
@@ -173,15 +185,8 @@ def test_a_failed_render_writes_nothing(run_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
-
-
 def test_cli_writes_the_report_and_fails_with_one_line(capsys, run_dir, tmp_path):
-    code, out, err = _cli(capsys, "report", str(run_dir), "--format", "pdf", "--out", str(tmp_path / "r"))
+    code, out, err = run_cli(capsys, "report", str(run_dir), "--format", "pdf", "--out", str(tmp_path / "r"))
     assert code == 0 and out.strip() == f"wrote {tmp_path / 'r' / 'report.pdf'}"
     assert not (tmp_path / "r" / "report.html").exists()
     (tmp_path / "empty").mkdir()
@@ -190,7 +195,7 @@ def test_cli_writes_the_report_and_fails_with_one_line(capsys, run_dir, tmp_path
         ((str(tmp_path / "empty"),), "holds no records"),
         ((str(run_dir), "--format", "html,docx"), "unknown report format docx"),
     ]:
-        code, out, err = _cli(capsys, "report", *args, "--out", str(tmp_path / "bad"))
+        code, out, err = run_cli(capsys, "report", *args, "--out", str(tmp_path / "bad"))
         assert code == 2 and err.startswith("error: ") and fragment in err and err.count("\n") == 1, err
     assert not (tmp_path / "bad").exists()
 

@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bltbench.cli.app import main
 from bltbench.errors import BltbenchError
 from bltbench.reporting.check import check
 from bltbench.runner.suite import load_suite, parse_suite
 from bltbench.runner.sweep import run_suite
-from conftest import Killed, die_after
+from conftest import Killed, die_after, run_cli, stable_records
 
 DATA = Path(os.environ.get("BLTBENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 pytestmark = pytest.mark.skipif(not (DATA / "flores101").is_dir(), reason="needs the shared data directory")
@@ -26,17 +25,10 @@ SUITE = {
     "sampling": {"temperature": 0.0},
     "tasks": [{"name": "flores-fr-en", "limit": 1, "max_bytes": 6}, {"name": "diversity", "limit": 3, "max_bytes": 6}],
 }
-VOLATILE = {"wall_s", "bytes_per_s", "time"}
-
-
-def _rows(folder: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
-    return sorted(({k: v for k, v in r.items() if k not in VOLATILE} for r in rows),
-                  key=lambda r: (r["method"], r["task"], r["sample_id"]))
 
 
 
-def test_a_killed_sweep_resumes_to_the_same_rows(tmp_path):
+def test_a_killed_sweep_resumes_to_the_samestable_records(tmp_path):
     suite = parse_suite(SUITE, "t.yaml")
     whole = run_suite(suite, tmp_path / "whole", data_dir=str(DATA))
     assert whole.written == 8
@@ -47,9 +39,9 @@ def test_a_killed_sweep_resumes_to_the_same_rows(tmp_path):
         f.write(b'{"method": "blt", "task": "flores')  # a write torn by the kill
     resumed = run_suite(suite, tmp_path / "cut", resume=True, data_dir=str(DATA))
     assert resumed.skipped == 5 and resumed.written == 3
-    assert _rows(tmp_path / "cut") == _rows(tmp_path / "whole")
+    assert stable_records(tmp_path / "cut") == stable_records(tmp_path / "whole")
     again = run_suite(suite, tmp_path / "cut", resume=True, data_dir=str(DATA))
-    assert again.written == 0 and len(_rows(tmp_path / "cut")) == 8
+    assert again.written == 0 and len(stable_records(tmp_path / "cut")) == 8
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     spec_row = next(r for r in summary if r["method"] == "blt-s-4" and r["task"] == "flores-fr-en")
     assert spec_row["exact_match"] == 1.0 and spec_row["complete"]
@@ -75,13 +67,6 @@ def test_check_passes_on_its_own_run_and_fails_on_a_stricter_baseline(tmp_path):
     assert any("exact match" in p for p in check(lossy, summary))
 
 
-def _cli(capsys, *args):
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
 @pytest.mark.parametrize("content, fragment", [
     ("name: [unclosed", "not valid YAML"),
     ("- just\n- a list\n", "a suite is a YAML mapping"),
@@ -95,7 +80,7 @@ def _cli(capsys, *args):
 def test_bad_suites_fail_with_one_line_and_write_nothing(capsys, tmp_path, content, fragment):
     path = tmp_path / "bad.yaml"
     path.write_text(content)
-    code, out, err = _cli(capsys, "run", str(path), "--out", str(tmp_path / "out"))
+    code, out, err = run_cli(capsys, "run", str(path), "--out", str(tmp_path / "out"))
     assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
 
@@ -106,7 +91,7 @@ def test_missing_data_fails_before_writing(capsys, tmp_path, monkeypatch):
     empty.mkdir()
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(SUITE))
-    code, out, err = _cli(capsys, "run", str(path), "--out", str(tmp_path / "out"), "--data-dir", str(empty))
+    code, out, err = run_cli(capsys, "run", str(path), "--out", str(tmp_path / "out"), "--data-dir", str(empty))
     assert code == 2 and "not found" in err and "BLTBENCH_DATA" in err
     assert not (tmp_path / "out").exists()
 
@@ -123,14 +108,14 @@ def test_check_command_exit_codes(capsys, tmp_path):
     baseline = Path(__file__).resolve().parents[1] / "suites" / "baselines" / "smoke.json"
     rows = json.loads(baseline.read_text())
     (tmp_path / "summary.json").write_text(json.dumps(rows))
-    code, out, err = _cli(capsys, "check", str(tmp_path), "--baseline", str(baseline))
+    code, out, err = run_cli(capsys, "check", str(tmp_path), "--baseline", str(baseline))
     assert code == 0 and "check passed" in out
     for r in rows:
         r["gb_per_byte"] *= 1.5
     (tmp_path / "summary.json").write_text(json.dumps(rows))
-    code, out, err = _cli(capsys, "check", str(tmp_path), "--baseline", str(baseline))
+    code, out, err = run_cli(capsys, "check", str(tmp_path), "--baseline", str(baseline))
     assert code == 1 and "check failed: blt:" in err
-    code, out, err = _cli(capsys, "check", str(tmp_path / "nope"), "--baseline", str(baseline))
+    code, out, err = run_cli(capsys, "check", str(tmp_path / "nope"), "--baseline", str(baseline))
     assert code == 2 and err.startswith("error: cannot read run summary")
 
 

@@ -166,14 +166,15 @@ def test_confident_share_matches_a_direct_computation(micro):
     the samplers do); the share of bytes above each alpha."""
     from bltbench.decoding.blt import recompute_logits
     from bltbench.model.ids import encode_prompt
-    from bltbench.model.scoring import NEVER_GENERATED, score_rows, windows
+    from bltbench.model.ids import BOE, BOS, PAD
+    from bltbench.model.scoring import score_rows, windows
     from bltbench.training.evaluate import score_text
 
     docs = [b"first document", b"a second, somewhat longer document"]
     tops = []
     for doc in docs:
         logits = recompute_logits(micro.blt, micro.entropy, micro.config.patching, encode_prompt(doc))[:-1].float().clone()
-        logits[:, list(NEVER_GENERATED)] = float("-inf")
+        logits[:, [BOE, BOS, PAD]] = float("-inf")  # ids no decoder produces
         tops.append(torch.softmax(logits, -1).max(-1).values)
     scores = score_rows(micro.blt, micro.entropy, micro.config.patching, [w for d in docs for w in windows(d, 512)])
     for score, expected in zip(scores, tops):
@@ -194,7 +195,14 @@ def test_confident_share_matches_a_direct_computation(micro):
 def test_train_benchmark_rows_and_batch_independent_op_count(toy_corpus, tmp_path):
     from bltbench.training.bench import train_benchmark
 
-    rows = train_benchmark(_config(toy_corpus, tmp_path / "bench"), [2, 12], steps=2, warmup_steps=1, ops=True)
+    from bltbench.training.data import ByteStream
+
+    drawn = []
+    original = ByteStream.sample
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ByteStream, "sample", lambda self, b, *a: drawn.append(b) or original(self, b, *a))
+        rows = train_benchmark(_config(toy_corpus, tmp_path / "bench"), [2, 12], steps=2, warmup_steps=1, ops=True)
+    assert drawn == [2] * 4 + [12] * 4, "warm-up, timed and profiled steps run at each batch size"
     assert [r.batch_size for r in rows] == [2, 12]
     for r in rows:
         assert r.seconds_per_step > 0 and r.bytes_per_s == pytest.approx(r.batch_size * 48 / r.seconds_per_step)

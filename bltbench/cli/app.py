@@ -411,6 +411,17 @@ def report_cmd(
         typer.echo(f"wrote {path}")
 
 
+def _positive_ints(text: str, option: str) -> list[int]:
+    """A comma-separated list of positive integers, or one error line naming the option."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise BltbenchError(f"{option} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise BltbenchError(f"{option} needs at least one value, all positive, got {text!r}")
+    return values
+
+
 @bench_app.command("decode")
 def bench_decode(
     model: str = typer.Option("random:tiny", "--model"),
@@ -427,12 +438,7 @@ def bench_decode(
     from bltbench.instrumentation.bench import PROMPTS, decode_benchmark
     from bltbench.model.checkpoint import load_model
 
-    try:
-        sizes = [int(x) for x in lengths.split(",") if x.strip()]
-    except ValueError:
-        raise BltbenchError(f"--lengths must be comma-separated integers, got {lengths!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise BltbenchError("--lengths needs at least one positive length")
+    sizes = _positive_ints(lengths, "--lengths")
     if prompt is not None:
         chosen = {"custom": read_prompt(prompt, None)}
     else:
@@ -515,12 +521,9 @@ def bench_train(
     from bltbench.training.bench import train_benchmark
     from bltbench.training.trainer import TrainConfig
 
-    try:
-        sizes = [int(x) for x in batch_sizes.split(",") if x.strip()]
-    except ValueError:
-        raise BltbenchError(f"--batch-sizes must be comma-separated integers, got {batch_sizes!r}") from None
-    if not sizes or min(sizes) < 1 or steps < 1 or warmup_steps < 0:
-        raise BltbenchError("--batch-sizes needs positive sizes, --steps a positive count, --warmup-steps >= 0")
+    sizes = _positive_ints(batch_sizes, "--batch-sizes")
+    if steps < 1 or warmup_steps < 0:
+        raise BltbenchError("--steps must be positive and --warmup-steps >= 0")
     config = TrainConfig(variant=variant, corpus=[str(p) for p in corpus], steps=10**9, out="", init=init,
                          seq_len=seq_len, device=_device(device),
                          freeze=("encoder", "global") if variant == "blt-d" else ())
