@@ -101,3 +101,26 @@ def stable_records(folder: Path) -> list[dict]:
     rows = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
     return sorted(({k: v for k, v in r.items() if k not in VOLATILE} for r in rows),
                   key=lambda r: (r["method"], r["task"], r["sample_id"]))
+
+
+def decode(bundle: ModelBundle, method: str, prompt_ids: list[int], n: int, sampler=None, weights: str | None = None,
+           recompute: bool = False, **kwargs):
+    """One method's generation through the public entry point (greedy unless a sampler is given)."""
+    from bltbench.decoding.methods import generate, parse_method
+    from bltbench.decoding.sampling import Sampler, SamplingConfig
+
+    return generate(parse_method(method, recompute=recompute, weights=weights), bundle, prompt_ids, n, sampler or Sampler(SamplingConfig()),
+                    **kwargs)
+
+
+def context(bundle: ModelBundle, weights: str = "blt", observer=None):
+    from bltbench.decoding.core import DecodeContext
+
+    return DecodeContext(bundle.weights(weights), bundle.entropy, bundle.config.patching, observer)
+
+
+def session(bundle: ModelBundle, capacity: int = 1024, weights: str = "blt", **kwargs):
+    """An empty cached state with static caches of `capacity` positions."""
+    from bltbench.model.incremental import IncrementalBLT
+
+    return IncrementalBLT(bundle.weights(weights), bundle.entropy, bundle.config.patching, capacity, **kwargs)

@@ -11,12 +11,11 @@ import random
 import pytest
 import torch
 
-from bltbench.decoding.blt import generate_cached, generate_recompute, recompute_logits
+from bltbench.decoding.blt import recompute_logits
 from bltbench.decoding.sampling import Sampler, SamplingConfig
 from bltbench.model.checkpoint import random_bundle
 from bltbench.model.ids import EOS, encode_prompt
-from bltbench.model.incremental import IncrementalBLT
-from conftest import make_bundle, micro_config
+from conftest import context, decode, make_bundle, micro_config, session
 
 ATOL = 1e-4
 TEXT = (
@@ -27,10 +26,10 @@ TEXT = (
 
 def step_logits(bundle, ids, chunks):
     """Logits from feeding `ids` to the cache in the given chunk sizes."""
-    state = IncrementalBLT(bundle.blt, bundle.entropy, bundle.config.patching)
+    state = session(bundle, len(ids))
     out, pos = [], 0
     for size in chunks:
-        out.append(state.extend(ids[pos : pos + size]))
+        out.append(state.append(ids[pos : pos + size]))
         pos += size
     return torch.cat(out), state
 
@@ -38,9 +37,9 @@ def step_logits(bundle, ids, chunks):
 @torch.inference_mode()
 def test_cached_logits_equal_full_recompute_past_the_window(micro):
     ids = encode_prompt(TEXT[:130])  # window is 24, so keys slide out of the window many times
-    full = recompute_logits(micro.blt, micro.entropy, micro.config.patching, ids)
+    full = recompute_logits(context(micro), ids)
     cached, state = step_logits(micro, ids, [5] + [1] * (len(ids) - 5))
-    assert len(state.patch_lengths()) > 20, "the prompt must span many patches"
+    assert len(state.patches.lengths(state.length)) > 20, "the prompt must span many patches"
     assert len(ids) > 4 * micro.config.local_window
     torch.testing.assert_close(cached, full, atol=ATOL, rtol=0)
 
@@ -50,7 +49,7 @@ def test_cached_logits_equal_full_recompute_past_the_window(micro):
 def test_any_chunking_gives_the_same_logits(micro_variants, variant):
     bundle = micro_variants[variant]
     ids = encode_prompt(TEXT[:90])
-    full = recompute_logits(bundle.blt, bundle.entropy, bundle.config.patching, ids)
+    full = recompute_logits(context(bundle), ids)
     rng = random.Random(variant)
     chunks, left = [], len(ids)
     while left:
@@ -64,9 +63,9 @@ def test_any_chunking_gives_the_same_logits(micro_variants, variant):
 def test_tiny_preset_cached_equals_recompute_beyond_its_512_window():
     bundle = random_bundle("tiny", seed=3)
     ids = encode_prompt((TEXT * 4)[:560])
-    full = recompute_logits(bundle.blt, bundle.entropy, bundle.config.patching, ids)
+    full = recompute_logits(context(bundle), ids)
     cached, state = step_logits(bundle, ids, [300] + [1] * (len(ids) - 300))
-    assert len(ids) > bundle.config.local_window and len(state.patch_lengths()) > 50
+    assert len(ids) > bundle.config.local_window and len(state.patches.lengths(state.length)) > 50
     torch.testing.assert_close(cached, full, atol=ATOL, rtol=0)
 
 
@@ -74,22 +73,21 @@ def test_tiny_preset_cached_equals_recompute_beyond_its_512_window():
 def test_greedy_bytes_identical_to_recompute(micro_variants, variant):
     bundle = micro_variants[variant]
     for prompt in (b"Hello", TEXT[:40], "déjà vu — ünïcode".encode()):
-        args = (bundle.blt, bundle.entropy, bundle.config.patching, encode_prompt(prompt), 48)
-        cached = generate_cached(*args, Sampler(SamplingConfig()))
-        full = generate_recompute(*args, Sampler(SamplingConfig()))
+        cached = decode(bundle, "blt", encode_prompt(prompt), 48)
+        full = decode(bundle, "blt", encode_prompt(prompt), 48, recompute=True)
         assert cached.output_ids == full.output_ids
         assert cached.patch_lengths == full.patch_lengths
         assert sum(cached.patch_lengths) == len(cached.prompt_ids) + len(cached.output_ids)
 
 
 def test_sampling_with_a_seed_is_reproducible_and_matches_recompute(micro):
-    args = (micro.blt, micro.entropy, micro.config.patching, encode_prompt(b"Seeded"), 40)
+    args = (micro, "blt", encode_prompt(b"Seeded"), 40)
     config = SamplingConfig(temperature=0.9, top_p=0.95, top_k=50, seed=7)
-    a = generate_cached(*args, Sampler(config))
-    b = generate_cached(*args, Sampler(config))
-    c = generate_recompute(*args, Sampler(config))
+    a = decode(*args, Sampler(config))
+    b = decode(*args, Sampler(config))
+    c = decode(*args, Sampler(config), recompute=True)
     assert a.output_ids == b.output_ids == c.output_ids
-    other = generate_cached(*args, Sampler(SamplingConfig(temperature=0.9, top_p=0.95, top_k=50, seed=8)))
+    other = decode(*args, Sampler(SamplingConfig(temperature=0.9, top_p=0.95, top_k=50, seed=8)))
     assert other.output_ids != a.output_ids
 
 
@@ -97,26 +95,26 @@ def test_sampling_with_a_seed_is_reproducible_and_matches_recompute(micro):
 def test_rollback_leaves_no_stale_state(micro):
     ids = encode_prompt(TEXT[:70])
     wrong = [x ^ 0x55 if x >= 4 else x for x in ids[40:]]
-    state = IncrementalBLT(micro.blt, micro.entropy, micro.config.patching)
-    state.extend(ids[:40])
-    state.extend(wrong[:17])  # a rejected draft: new patches, latents and cache entries
+    state = session(micro, len(ids))
+    state.append(ids[:40])
+    state.append(wrong[:17])  # a rejected draft: new patches, latents and cache entries
     state.truncate(40)
-    resumed = torch.cat([state.extend(ids[40:55]), state.extend(ids[55:])])
+    resumed = torch.cat([state.append(ids[40:55]), state.append(ids[55:])])
     fresh, fresh_state = step_logits(micro, ids, [len(ids)])
     torch.testing.assert_close(resumed, fresh[40:], atol=ATOL, rtol=0)
-    assert state.patch_lengths() == fresh_state.patch_lengths()
+    assert state.patches.lengths(state.length) == fresh_state.patches.lengths(state.length)
     assert state.n_latents == fresh_state.n_latents
 
 
 def test_eos_and_budget_stop_generation():
     bundle = make_bundle(micro_config(), seed=9)
-    args = (bundle.blt, bundle.entropy, bundle.config.patching, encode_prompt(b"x"))
-    assert generate_cached(*args, 0, Sampler(SamplingConfig())).output_ids == []
-    g = generate_cached(*args, 7, Sampler(SamplingConfig(suppress_eos=True)))
+    prompt = encode_prompt(b"x")
+    assert decode(bundle, "blt", prompt, 0).output_ids == []
+    g = decode(bundle, "blt", prompt, 7, Sampler(SamplingConfig(suppress_eos=True)))
     assert len(g.output_ids) == 7 and not g.stopped_at_eos
     with torch.no_grad():  # all logits equal: greedy takes the first allowed id (BOE, BOS banned), EOS
         bundle.blt.local_decoder.output.weight.zero_()
     assert EOS == 2
-    for generate in (generate_cached, generate_recompute):
-        g = generate(*args, 7, Sampler(SamplingConfig()))
+    for recompute in (False, True):
+        g = decode(bundle, "blt", prompt, 7, recompute=recompute)
         assert g.stopped_at_eos and g.output_ids == []

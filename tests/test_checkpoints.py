@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bltbench.decoding.blt import recompute_logits
+from bltbench.decoding.core import DecodeContext
 from bltbench.errors import BltbenchError
 from bltbench.model.checkpoint import load_model, random_bundle, save_bundle
 from bltbench.model.ids import encode_prompt
@@ -16,7 +17,7 @@ IDS = encode_prompt(b"A checkpoint must give back the same logits.")
 
 
 def logits(bundle):
-    return recompute_logits(bundle.blt, bundle.entropy, bundle.config.patching, IDS)
+    return recompute_logits(DecodeContext(bundle.blt, bundle.entropy, bundle.config.patching), IDS)
 
 
 def test_random_spec_is_deterministic_and_seeded():

@@ -7,13 +7,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bltbench.decoding.blt import generate_cached
-from bltbench.decoding.diffusion import DiffusionConfig, choose_cells, generate_block_diffusion, generate_diffusion_verified
+from bltbench.decoding.diffusion import DiffusionConfig, choose_cells
 from bltbench.decoding.sampling import Sampler, SamplingConfig
 from bltbench.errors import BltbenchError
 from bltbench.model.ids import MASK, encode_prompt
-from bltbench.model.incremental import IncrementalBLT
 from bltbench.training.objective import batch_patch_starts
+from conftest import decode, session
 
 TEXT = b"Block diffusion writes several bytes per decoder pass, and must never peek ahead."
 
@@ -60,19 +59,22 @@ def test_cached_block_pass_equals_the_training_forward(micro, size):
     cells = [MASK] * size
     cells[1] = 80
     reference = model.forward_blocks(ids, starts, torch.tensor([[s]]), torch.tensor([[cells]]))[1][0, 0]
-    state = IncrementalBLT(model, micro.entropy, micro.config.patching)
-    state.extend(ids[0, : s - 3].tolist())
-    clean, fused = state.extend_with_block(ids[0, s - 3 : s].tolist(), cells)
+    state = session(micro, ids.shape[1] + size, weights="blt-d")
+    state.append(ids[0, : s - 3].tolist())
+    state.write(ids[0, s - 3 : s], s - 3)
+    state.place_patches(s, "step")
+    clean, fused = state.extend_with_block(3, torch.tensor(cells), "step")
     torch.testing.assert_close(fused, reference, atol=1e-4, rtol=0)
-    torch.testing.assert_close(state.block_pass(cells), reference, atol=1e-4, rtol=0)
+    torch.testing.assert_close(state.extend_with_block(0, torch.tensor(cells), "step")[1], reference, atol=1e-4, rtol=0)
     # the block left nothing behind: the causal path continues as if it never ran
-    fresh = IncrementalBLT(model, micro.entropy, micro.config.patching)
-    torch.testing.assert_close(state.extend(ids[0, s:].tolist()), fresh.extend(ids[0].tolist())[s:], atol=1e-4, rtol=0)
+    fresh = session(micro, ids.shape[1], weights="blt-d")
+    torch.testing.assert_close(state.append(ids[0, s:].tolist()), fresh.append(ids[0].tolist())[s:], atol=1e-4, rtol=0)
 
 
 def _run(bundle, config: DiffusionConfig, n: int = 48, prompt: bytes = b"The entropy of"):
-    args = (bundle.blt_d, bundle.entropy, bundle.config.patching, encode_prompt(prompt), n)
-    return generate_block_diffusion(*args, Sampler(SamplingConfig(suppress_eos=True)), config)
+    value = config.alpha if config.sampler == "confidence" else config.gamma
+    return decode(bundle, f"blt-d-{config.block}@{config.sampler}={value!r}", encode_prompt(prompt), n,
+                  Sampler(SamplingConfig(suppress_eos=True)))
 
 
 @pytest.mark.parametrize("size", [4, 8, 16])
@@ -92,17 +94,26 @@ def test_bytes_per_pass_grow_with_gamma_and_fall_with_alpha(micro):
     assert by_alpha[0] == 16.0  # alpha 0: every cell is confident enough, one pass per block
 
 
+def _chosen(probs, config, masked=None) -> list[int]:
+    masked = torch.ones(probs.shape[0], dtype=torch.bool) if masked is None else torch.tensor(masked)
+    return torch.nonzero(choose_cells(probs, masked, config)).flatten().tolist()
+
+
 def test_sampler_rules_on_known_distributions():
     probs = torch.tensor([[0.9, 0.1, 0.0], [0.5, 0.5, 0.0], [0.98, 0.01, 0.01], [0.34, 0.33, 0.33]])
-    assert sorted(choose_cells(probs, DiffusionConfig(sampler="confidence", alpha=0.7))) == [0, 2]
-    assert choose_cells(probs, DiffusionConfig(sampler="confidence", alpha=0.99)) == [2]
+    assert _chosen(probs, DiffusionConfig(sampler="confidence", alpha=0.7)) == [0, 2]
+    assert _chosen(probs, DiffusionConfig(sampler="confidence", alpha=0.99)) == [2]
     entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1)  # [0.325, 0.693, 0.112, 1.099]
-    assert choose_cells(probs, DiffusionConfig(sampler="entropy", gamma=0.5)) == [2, 0]
-    assert choose_cells(probs, DiffusionConfig(sampler="entropy", gamma=1.2)) == [2, 0, 1]
-    assert choose_cells(probs, DiffusionConfig(sampler="entropy", gamma=0.0)) == [2]
+    assert _chosen(probs, DiffusionConfig(sampler="entropy", gamma=0.5)) == [0, 2]
+    assert _chosen(probs, DiffusionConfig(sampler="entropy", gamma=1.2)) == [0, 1, 2]
+    assert _chosen(probs, DiffusionConfig(sampler="entropy", gamma=0.0)) == [2]
     # EB-Sampler: sum - max over the sorted prefix; {2, 0, 1}: 0.112 + 0.325 = 0.437 <= 0.5
-    assert choose_cells(probs, DiffusionConfig(sampler="eb", gamma=0.5)) == [2, 0, 1]
+    assert _chosen(probs, DiffusionConfig(sampler="eb", gamma=0.5)) == [0, 1, 2]
     assert float(entropy[2] + entropy[0] + entropy[1]) <= 1.2
+    # committed cells are never chosen again, and the fallback picks among the masked ones only
+    assert _chosen(probs, DiffusionConfig(sampler="confidence", alpha=0.99), [True, True, False, True]) == [0]
+    assert _chosen(probs, DiffusionConfig(sampler="entropy", gamma=0.5), [False, True, False, True]) == [1]
+    assert _chosen(probs, DiffusionConfig(sampler="entropy", gamma=1.2), [False, True, True, True]) == [1, 2]
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -110,9 +121,9 @@ def test_sampler_rules_on_known_distributions():
        variant=st.integers(0, 3))
 def test_dv_greedy_equals_blt_d_autoregressive_greedy(micro_variants, prompt, size, n, variant):
     bundle = micro_variants[variant]
-    args = (bundle.blt_d, bundle.entropy, bundle.config.patching, encode_prompt(prompt), n)
-    ref = generate_cached(*args, Sampler(SamplingConfig()))
-    dv = generate_diffusion_verified(*args, Sampler(SamplingConfig()), DiffusionConfig(block=size))
+    ids = encode_prompt(prompt)
+    ref = decode(bundle, "blt", ids, n, weights="blt-d")
+    dv = decode(bundle, f"blt-dv-{size}", ids, n)
     assert dv.output_ids == ref.output_ids
     assert dv.patch_lengths == ref.patch_lengths
 

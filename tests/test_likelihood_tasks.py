@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from bltbench.decoding.blt import recompute_logits
+from bltbench.decoding.core import DecodeContext
 from bltbench.decoding.methods import generate, parse_method
 from bltbench.decoding.sampling import Sampler, SamplingConfig
 from bltbench.errors import BltbenchError
@@ -158,7 +159,7 @@ def _instance(kind: str, args: tuple, doc_id: int = 0):
 
 
 def _oracle_logprobs(model, bundle, ids: list[int]) -> torch.Tensor:
-    logits = recompute_logits(model, bundle.entropy, bundle.config.patching, ids)
+    logits = recompute_logits(DecodeContext(model, bundle.entropy, bundle.config.patching), ids)
     return torch.log_softmax(logits.float(), -1)[:-1].gather(-1, torch.tensor(ids[1:]).unsqueeze(-1)).squeeze(-1)
 
 

@@ -7,10 +7,13 @@ import pytest
 from bltbench.decoding.methods import MethodSpec
 from bltbench.decoding.sampling import SamplingConfig
 from bltbench.instrumentation.bandwidth import paper_gb, price
+from bltbench.decoding.sampling import Sampler
 from bltbench.instrumentation.measure import measure
+from bltbench.instrumentation.meter import Meter
 from bltbench.instrumentation.params import block_params, component_params, profile
 from bltbench.model.ids import encode_prompt
 from bltbench.model.incremental import Call
+from conftest import decode
 
 PROMPT = encode_prompt(b"Metering every call of every component.")
 
@@ -27,13 +30,20 @@ def starts_from_lengths(lengths: list[int]) -> list[int]:
 def test_blt_counts_are_what_the_algorithm_implies(micro, n):
     m = measure(MethodSpec("blt"), micro, PROMPT, n, SamplingConfig(suppress_eos=True))
     assert m.bytes_generated == n
-    assert m.nfe["decoder"] == m.nfe["encoder"] == m.nfe["entropy"] == n
+    assert m.nfe["decoder"] == m.nfe["encoder"] == n
+    # The entropy model runs one position ahead: the prefill covers the whole prompt, each step the
+    # byte it picked, and the last byte the budget allows is never run (nothing reads its entropy).
+    assert m.nfe["entropy"] == n - 1
     # A patch completes when its last byte is run; generation runs positions L-1 .. L+n-2, so the
     # completed patches are those starting at L .. L+n-1 (the next one's start marks completion).
     L = len(PROMPT)
     starts = starts_from_lengths(m.generation.patch_lengths)
     assert m.nfe["global"] == sum(L <= s <= L + n - 1 for s in starts)
     assert m.prefill_nfe == {"entropy": 1, "encoder": 1, "global": 1, "decoder": 1}
+    meter = Meter()
+    decode(micro, "blt", PROMPT, n, Sampler(SamplingConfig(suppress_eos=True)), observer=meter)
+    prefill = Meter.positions(meter.prefill())
+    assert (prefill["entropy"], prefill["encoder"], prefill["decoder"]) == (L, L - 1, L - 1)
 
 
 def test_bandwidth_equals_a_hand_count(micro):

@@ -9,19 +9,18 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bltbench.decoding.blt import generate_cached
 from bltbench.decoding.sampling import Sampler, SamplingConfig
-from bltbench.decoding.speculative import accept_sampling, generate_speculative
+from bltbench.decoding.speculative import accept_sampling
 from bltbench.model.checkpoint import random_bundle
 from bltbench.model.ids import encode_prompt
-from bltbench.model.incremental import IncrementalBLT
+from conftest import decode, session
 
 prompts = st.binary(min_size=1, max_size=40)
 
 
 def _both(bundle, prompt: bytes, n: int, k: int):
-    args = (bundle.blt, bundle.entropy, bundle.config.patching, encode_prompt(prompt), n)
-    return generate_cached(*args, Sampler(SamplingConfig())), generate_speculative(*args, Sampler(SamplingConfig()), k=k)
+    ids = encode_prompt(prompt)
+    return decode(bundle, "blt", ids, n), decode(bundle, f"blt-s-{k}", ids, n)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -45,19 +44,19 @@ def test_greedy_equals_blt_on_tiny_with_seeds(seed, k):
 @torch.inference_mode()
 def test_decode_after_a_rejected_draft_equals_a_fresh_decode(micro):
     ids = encode_prompt(b"Rollback: nothing of a rejected draft may survive.")
-    state = IncrementalBLT(micro.blt, micro.entropy, micro.config.patching)
-    state.extend(ids[:20])
+    state = session(micro, len(ids) + 8)
+    state.append(ids[:20])
     for x in [77, 78, 79, 80, 81]:  # draft bytes that will be thrown away
-        state.draft([x])
+        state.draft(torch.tensor([x]))
     state.discard_draft()
-    state.extend(ids[20:21] + [200, 201, 202, 203, 204, 205, 206, 207])  # a verify pass over a bad draft
+    state.append(ids[20:21] + [200, 201, 202, 203, 204, 205, 206, 207])  # a verify pass over a bad draft
     state.truncate(21)  # accept nothing but the pending byte
-    resumed = state.extend(ids[21:])
-    fresh = IncrementalBLT(micro.blt, micro.entropy, micro.config.patching)
-    reference = fresh.extend(ids)[21:]
+    resumed = state.append(ids[21:])
+    fresh = session(micro, len(ids))
+    reference = fresh.append(ids)[21:]
     torch.testing.assert_close(resumed, reference, atol=1e-4, rtol=0)
-    assert state.patch_lengths() == fresh.patch_lengths()
-    assert state.enc_cache.length == state.dec_cache.length == len(ids)
+    assert state.patches.lengths(len(ids)) == fresh.patches.lengths(len(ids))
+    assert state.enc_cache.length == state.dec_cache.length == state.ent_cache.length == len(ids)
     assert state.glob_cache.length == fresh.glob_cache.length
 
 
@@ -72,17 +71,18 @@ def test_rejection_rule_keeps_the_target_distribution():
     """Vocabulary-level check: with drafts from q and verification by p, the committed first byte is
     distributed as p. Chi-square test at alpha = 1e-4 (false-failure rate 1 in 10,000 for a fresh
     seed; the seed is fixed, so the outcome is reproducible)."""
-    g = torch.Generator().manual_seed(1234)
+    sampler = Sampler(SamplingConfig(temperature=1.0, seed=1234))
+    g = sampler.generator
     vocab = 6
     p = torch.tensor([0.30, 0.25, 0.20, 0.12, 0.08, 0.05])
     q = torch.tensor([0.05, 0.10, 0.40, 0.25, 0.15, 0.05])  # a poor draft model
     counts = torch.zeros(vocab)
     trials = 20000
     for _ in range(trials):
-        draft = int(torch.multinomial(q, 1, generator=g))
+        draft = torch.multinomial(q, 1, generator=g)
         verify = torch.stack([p, p])  # p for the drafted position and for the bonus
-        accepted, byte = accept_sampling([draft], [q], verify, g)
-        counts[draft if accepted == 1 else byte] += 1
+        accepted, byte = accept_sampling(draft, q[None], verify, sampler)
+        counts[int(draft) if int(accepted) == 1 else int(byte)] += 1
     expected = p * trials
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < _chi2_critical(vocab - 1, 1e-4), (counts / trials, p)
@@ -99,9 +99,8 @@ def test_sampled_first_bytes_match_plain_sampling_end_to_end(micro):
     config = dict(temperature=1.5)
     plain, spec = {}, {}
     for seed in range(600):
-        args = (micro.blt, micro.entropy, micro.config.patching, prompt, 2)
-        a = generate_cached(*args, Sampler(SamplingConfig(seed=seed, **config)))
-        b = generate_speculative(*args, Sampler(SamplingConfig(seed=10_000 + seed, **config)), k=4)
+        a = decode(micro, "blt", prompt, 2, Sampler(SamplingConfig(seed=seed, **config)))
+        b = decode(micro, "blt-s-4", prompt, 2, Sampler(SamplingConfig(seed=10_000 + seed, **config)))
         for store, gen in ((plain, a), (spec, b)):
             first = gen.output_ids[0] if gen.output_ids else -1
             store[first] = store.get(first, 0) + 1
@@ -122,7 +121,6 @@ def test_bytes_per_verification_pools_every_round(micro):
     assert pooled_bytes_per_verify([{"verify_rounds": 1, "committed_bytes": 0},
                                     {"verify_rounds": 3, "committed_bytes": 15}]) == 15 / 4
     assert pooled_bytes_per_verify([]) is None
-    args = (micro.blt, micro.entropy, micro.config.patching, encode_prompt(b"pooled"), 30)
-    extras = generate_speculative(*args, Sampler(SamplingConfig()), k=4).extras
+    extras = decode(micro, "blt-s-4", encode_prompt(b"pooled"), 30).extras
     assert extras["committed_bytes"] == 30 and extras["verify_rounds"] >= 30 / 5
     assert extras["accepted_per_verify"] == extras["committed_bytes"] / extras["verify_rounds"]

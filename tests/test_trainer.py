@@ -147,6 +147,7 @@ def test_bits_per_byte_matches_a_direct_computation(micro):
     import torch.nn.functional as F
 
     from bltbench.decoding.blt import recompute_logits
+    from conftest import context
     from bltbench.model.ids import encode_prompt
 
     docs = [b"first document", b"a second, somewhat longer document"]
@@ -155,7 +156,7 @@ def test_bits_per_byte_matches_a_direct_computation(micro):
     nats = 0.0
     for doc in docs:
         ids = encode_prompt(doc)
-        logits = recompute_logits(micro.blt, micro.entropy, micro.config.patching, ids)
+        logits = recompute_logits(context(micro), ids)
         nats += float(F.cross_entropy(logits[:-1], torch.tensor(ids[1:]), reduction="sum"))
     assert n == sum(len(d) for d in docs)
     assert bpb == pytest.approx(nats / math.log(2) / n, rel=1e-5)
@@ -165,6 +166,7 @@ def test_confident_share_matches_a_direct_computation(micro):
     """Per byte, the top-1 probability over the ids a decoder may produce (renormalised over them, as
     the samplers do); the share of bytes above each alpha."""
     from bltbench.decoding.blt import recompute_logits
+    from conftest import context
     from bltbench.model.ids import encode_prompt
     from bltbench.model.ids import BOE, BOS, PAD
     from bltbench.model.scoring import score_rows, windows
@@ -173,7 +175,7 @@ def test_confident_share_matches_a_direct_computation(micro):
     docs = [b"first document", b"a second, somewhat longer document"]
     tops = []
     for doc in docs:
-        logits = recompute_logits(micro.blt, micro.entropy, micro.config.patching, encode_prompt(doc))[:-1].float().clone()
+        logits = recompute_logits(context(micro), encode_prompt(doc))[:-1].float().clone()
         logits[:, [BOE, BOS, PAD]] = float("-inf")  # ids no decoder produces
         tops.append(torch.softmax(logits, -1).max(-1).values)
     scores = score_rows(micro.blt, micro.entropy, micro.config.patching, [w for d in docs for w in windows(d, 512)])

@@ -13,11 +13,11 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from bltbench.decoding.blt import generate_cached, recompute_logits  # noqa: E402
+from bltbench.decoding.blt import recompute_logits  # noqa: E402
 from bltbench.decoding.sampling import Sampler, SamplingConfig  # noqa: E402
 from bltbench.model.checkpoint import load_model  # noqa: E402
 from bltbench.model.ids import EOS  # noqa: E402
-from bltbench.model.incremental import IncrementalBLT  # noqa: E402
+from conftest import context, decode, session  # noqa: E402
 
 ATOL = 1e-4
 THRESHOLD = 4.0
@@ -74,12 +74,12 @@ def test_logits_match(pair, seed):
     ids = _prompt(seed, 80)
     with torch.no_grad():
         ref = hf(torch.tensor([ids]), use_cache=False).logits[0].float()
-    got = recompute_logits(ours.blt, ours.entropy, ours.config.patching, ids)
+    got = recompute_logits(context(ours), ids)
     assert ours.config.patching.threshold == THRESHOLD
     with torch.inference_mode():
-        state = IncrementalBLT(ours.blt, ours.entropy, ours.config.patching)
-        cached = torch.cat([state.extend(ids[:10])] + [state.extend([x]) for x in ids[10:]])
-    assert 4 < len(state.patch_lengths()) < len(ids) - 4, "the entropy threshold must cut several patches"
+        state = session(ours, len(ids))
+        cached = torch.cat([state.append(ids[:10])] + [state.append([x]) for x in ids[10:]])
+    assert 4 < len(state.patches.lengths(len(ids))) < len(ids) - 4, "the entropy threshold must cut several patches"
     torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
     torch.testing.assert_close(cached, ref, atol=ATOL, rtol=0)
 
@@ -95,7 +95,6 @@ def test_greedy_continuation_matches(pair, seed):
     if EOS in out:
         out = out[: out.index(EOS)]
     # transformers may emit the special ids BOE/BOS/PAD; compare without bltbench's suppression.
-    ours_gen = generate_cached(ours.blt, ours.entropy, ours.config.patching, ids, n,
-                               Sampler(SamplingConfig(suppress_special=False)))
+    ours_gen = decode(ours, "blt", ids, n, Sampler(SamplingConfig(suppress_special=False)))
     assert ours_gen.output_ids == out
     assert len(out) >= 10

@@ -9,6 +9,11 @@ interrupt it.
 BLT-DV: one diffusion pass drafts a whole block; one causal verification pass accepts the longest
 agreeing prefix plus the verifier's next byte, as in BLT-S. Greedy output equals BLT-D's own
 autoregressive greedy output.
+
+Host transfers: BLT-D, one per decoder pass (the cells after the commit set, chosen on the device)
+and one per finished block (its entropies, which decide its patches before the global model runs);
+BLT-DV, two per round (the drafts' entropies; then the acceptance, the bonus byte and the bonus's
+entropy, run ahead on the device).
 """
 
 from __future__ import annotations
@@ -18,18 +23,12 @@ from dataclasses import dataclass
 
 import torch
 
-from bltbench.decoding.blt import prefill
+from bltbench.decoding.core import DecodeContext, DecodeRequest, Output, register, to_host
 from bltbench.decoding.result import Generation
 from bltbench.decoding.sampling import Sampler
-from bltbench.decoding.speculative import VerifiedRounds, rounds_generation
-from bltbench.decoding.stopping import NO_STOP, StopStrings
+from bltbench.decoding.speculative import accept, settle
 from bltbench.errors import BltbenchError
-from bltbench.model.config import PatchingConfig
-from bltbench.model.diffusion import BlockDiffusionBLT
-from bltbench.model.entropy import EntropyModel
 from bltbench.model.ids import EOS, MASK
-from bltbench.model.incremental import CallObserver, IncrementalBLT
-from bltbench.model.patching import lengths_from_starts
 
 SAMPLERS = ("confidence", "entropy", "eb")
 BLOCK_SIZES = (4, 8, 16)
@@ -64,39 +63,40 @@ class DiffusionConfig:
 
 
 def cell_distributions(logits: torch.Tensor, sampler: Sampler) -> torch.Tensor:
-    """Per-cell distributions [M, V] that confidences and entropies are read from: after the special-id
+    """Per-cell distributions [B, V] that confidences and entropies are read from: after the special-id
     ban, temperature and top-p; under greedy decoding, the plain softmax (argmax picks the value)."""
     if sampler.config.greedy:
-        masked = logits.float().clone()
-        if sampler.config.banned:
-            masked[:, sampler.config.banned] = float("-inf")
-        return torch.softmax(masked, dim=-1)
+        return torch.softmax(sampler.allowed(logits), dim=-1)
     return sampler.probs(logits)
 
 
-def choose_cells(probs: torch.Tensor, config: DiffusionConfig) -> list[int]:
-    """Which of the M masked cells (rows of probs) to commit in this pass; never empty."""
+def choose_cells(probs: torch.Tensor, masked: torch.Tensor, config: DiffusionConfig) -> torch.Tensor:
+    """Which masked cells (rows of probs [B, V], `masked` [B] bool) to commit in this pass, as a bool
+    mask [B] chosen on the device; never empty while a cell is masked."""
     if config.sampler == "confidence":
-        confidence = probs.max(dim=-1).values
-        chosen = torch.nonzero(confidence > config.alpha).flatten().tolist()
-        return chosen or [int(confidence.argmax())]
-    logp = torch.log(probs.clamp_min(1e-30))
-    entropy = -(probs * logp).sum(-1)
-    order = torch.argsort(entropy, stable=True).tolist()
+        confidence = probs.max(dim=-1).values.masked_fill(~masked, -1.0)
+        chosen = masked & (confidence > config.alpha)
+        fallback = torch.zeros_like(masked).scatter(0, confidence.argmax(0, keepdim=True), True)
+        return torch.where(chosen.any(), chosen, fallback)
+    entropy = -(probs * torch.log(probs.clamp_min(1e-30))).sum(-1)
+    entropy = entropy.masked_fill(~masked, float("inf"))
+    order = torch.argsort(entropy, stable=True)
     sorted_h = entropy[order]
     cumulative = torch.cumsum(sorted_h, 0)
     if config.sampler == "entropy":
         fits = cumulative <= config.gamma
     else:  # eb: sum(H) - max(H) over the prefix; sorted ascending, so the max is the last element
         fits = cumulative - sorted_h <= config.gamma
-    count = max(1, int(fits.long().cumprod(0).sum()))
-    return order[:count]
+    count = fits.long().cumprod(0).sum().clamp_min(1)
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.shape[0], device=order.device))
+    return masked & (rank < count)
 
 
-def _values(probs: torch.Tensor, chosen: list[int], sampler: Sampler) -> list[int]:
-    if sampler.config.greedy:
-        return probs[chosen].argmax(-1).tolist()
-    return torch.multinomial(probs[chosen], 1, generator=sampler.generator).flatten().tolist()
+def commit_pass(cells: torch.Tensor, logits: torch.Tensor, sampler: Sampler, config: DiffusionConfig) -> torch.Tensor:
+    """Cells [B] after one decoder pass: the chosen masked cells take their predicted bytes."""
+    probs = cell_distributions(logits, sampler)
+    values = probs.argmax(-1) if sampler.config.greedy else sampler.draw(probs)
+    return torch.where(choose_cells(probs, cells == MASK, config), values, cells)
 
 
 def _settled_eos(cells: list[int]) -> bool:
@@ -104,89 +104,60 @@ def _settled_eos(cells: list[int]) -> bool:
     return EOS in cells and MASK not in cells[: cells.index(EOS)]
 
 
+@register("blt-d", weights="blt-d", lossless=False, slack=lambda spec: spec.diffusion.block)
 @torch.inference_mode()
-def generate_block_diffusion(
-    model: BlockDiffusionBLT,
-    entropy_model: EntropyModel | None,
-    patching: PatchingConfig,
-    prompt_ids: list[int],
-    max_bytes: int,
-    sampler: Sampler,
-    config: DiffusionConfig,
-    observer: CallObserver | None = None,
-    stop: StopStrings = NO_STOP,
-) -> Generation:
-    state = IncrementalBLT(model, entropy_model, patching, observer)
-    prefill(state, prompt_ids)
-    state.role = "step"
-    out: list[int] = []
-    eos = stopped = False
-    clean = [prompt_ids[-1]]  # committed bytes not yet run through the model
-    passes = 0
-    while len(out) < max_bytes and not (eos or stopped):
-        cells = [MASK] * min(config.block, max_bytes - len(out))
-        _, logits = state.extend_with_block(clean, cells)
-        passes += 1
+def decode_block_diffusion(ctx: DecodeContext, request: DecodeRequest, spec) -> Generation:
+    config: DiffusionConfig = spec.diffusion
+    state = ctx.session(request, slack=config.block)
+    out = Output(request)
+    clean = 1  # committed positions not yet run: the prompt's last byte, then each finished block
+    while not out.done:
+        cells = torch.full((min(config.block, out.room),), MASK, dtype=torch.long, device=ctx.device)
+        _, logits = state.extend_with_block(clean, cells, "step")
         while True:
-            masked = [i for i, c in enumerate(cells) if c == MASK]
-            probs = cell_distributions(logits[masked], sampler)
-            chosen = choose_cells(probs, config)
-            for i, value in zip(chosen, _values(probs, chosen, sampler)):
-                cells[masked[i]] = value
-            if MASK not in cells or _settled_eos(cells):
+            out.passes += 1
+            cells = commit_pass(cells, logits, request.sampler, config)
+            block = [int(c) for c in to_host(cells)[0]]
+            if MASK not in block or _settled_eos(block):
                 break
-            logits = state.block_pass(cells)
-            passes += 1
-        if _settled_eos(cells):
-            cells = cells[: cells.index(EOS)]
-            eos = True
-        before = len(out)
-        out.extend(cells)
-        stopped = stop.cut(out, before)
-        clean = cells
-    total = len(prompt_ids) + len(out)
-    tail = (prompt_ids + out)[len(state) : total]
+            logits = state.extend_with_block(0, cells, "step")[1]
+        out.commit(block)
+        if not out.done:  # the block is committed: its entropies place its patches
+            state.write(cells, state.length)
+            state.place_patches(state.length + len(block), "step")
+            clean = len(block)
+    total = len(request.prompt_ids) + len(out.ids)
+    tail = (request.prompt_ids + out.ids)[len(state.patches) : total]
 
     def patches() -> list[int]:  # run when asked, after timing: the last block was never run
         with torch.inference_mode():
-            return lengths_from_starts(state.preview_starts(tail)[:total])
+            return state.preview_patches(tail)
 
-    return Generation(list(prompt_ids), out, eos, patches, {"decoder_passes": passes}, stopped)
+    return out.generation(patches, {"decoder_passes": out.passes})
 
 
+@register("blt-dv", weights="blt-d", slack=lambda spec: spec.diffusion.block + 1)
 @torch.inference_mode()
-def generate_diffusion_verified(
-    model: BlockDiffusionBLT,
-    entropy_model: EntropyModel | None,
-    patching: PatchingConfig,
-    prompt_ids: list[int],
-    max_bytes: int,
-    sampler: Sampler,
-    config: DiffusionConfig,
-    observer: CallObserver | None = None,
-    stop: StopStrings = NO_STOP,
-) -> Generation:
-    state = IncrementalBLT(model, entropy_model, patching, observer)
-    prefill(state, prompt_ids)
-    greedy = sampler.config.greedy
-    rounds = VerifiedRounds([], max_bytes, stop)
-    pending = prompt_ids[-1]
-    while not rounds.done:
-        n_draft = min(config.block, max_bytes - len(rounds.out) - 1)
-        state.role = "draft"
-        if n_draft > 0:
-            clean_logits, block_logits = state.extend_with_block([pending], [MASK] * n_draft)
-            q = cell_distributions(block_logits, sampler)
-            drafts = q.argmax(-1).tolist() if greedy else torch.multinomial(q, 1, generator=sampler.generator).flatten().tolist()
-            if EOS in drafts:
-                drafts = drafts[: drafts.index(EOS) + 1]
-            base = len(state)
-            state.role = "verify"
-            verify_logits = torch.cat([clean_logits[-1:], state.extend(drafts)])
-        else:  # the budget leaves room for one byte: a plain causal step
-            base = len(state) + 1
-            drafts, q = [], None
-            verify_logits = state.extend([pending])[-1:]
-        draft_probs = list(q[: len(drafts)]) if drafts and not greedy else []
-        pending = rounds.settle(state, base, drafts, draft_probs, verify_logits, sampler)
-    return rounds_generation(prompt_ids, rounds, state)
+def decode_diffusion_verified(ctx: DecodeContext, request: DecodeRequest, spec) -> Generation:
+    config: DiffusionConfig = spec.diffusion
+    sampler = request.sampler
+    state = ctx.session(request, slack=config.block + 1)
+    out = Output(request)
+    while not out.done:
+        base = state.length  # the pending byte's position (written, its entropy known)
+        n = min(config.block, out.room - 1)
+        if n == 0:  # the budget leaves room for one byte: a plain causal step
+            out.commit(to_host(sampler.pick(state.extend(1, "step")))[0])
+            break
+        cells = torch.full((n,), MASK, dtype=torch.long, device=ctx.device)
+        clean_logits, block_logits = state.extend_with_block(1, cells, "draft")
+        q = cell_distributions(block_logits, sampler)
+        drafts = q.argmax(-1) if request.greedy else sampler.draw(q)
+        state.write(drafts, base + 1)
+        state.place_patches(base + 1 + n, "verify")
+        verify_logits = torch.cat([clean_logits[-1:], state.extend(n, "verify")])
+        accepted, bonus = accept(drafts, None if request.greedy else q, verify_logits, sampler)
+        ahead = state.entropy_ahead(bonus, base + 1 + accepted)
+        kept, entropy = settle(state, out, base, drafts, accepted, bonus, ahead)
+        state.settle_ahead(base + 1 + kept, entropy, "step")
+    return out.generation(out.committed_patches(state), out.verification_extras())

@@ -12,17 +12,18 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from bltbench.decoding.blt import generate_cached, generate_recompute
-from bltbench.decoding.diffusion import DiffusionConfig, generate_block_diffusion, generate_diffusion_verified
+import bltbench.decoding.blt  # noqa: F401  (each method module registers its methods)
+import bltbench.decoding.speculative  # noqa: F401
+from bltbench.decoding.core import REGISTRY, DecodeContext, DecodeRequest, lookup
+from bltbench.decoding.diffusion import DiffusionConfig
 from bltbench.decoding.result import Generation
 from bltbench.decoding.sampling import Sampler
-from bltbench.decoding.speculative import generate_speculative
 from bltbench.decoding.stopping import StopStrings
 from bltbench.errors import BltbenchError
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.incremental import CallObserver
 
-METHODS = ("blt", "blt-s", "blt-d", "blt-dv")
+METHODS = tuple(name for name in REGISTRY if not name.endswith("-recompute"))  # what a user can name
 MAX_DRAFT = 64
 SAMPLER_ALIASES = {"confidence": "confidence", "conf": "confidence", "entropy": "entropy", "eb": "eb"}
 
@@ -50,13 +51,23 @@ class MethodSpec:
         return base if self.weights in (None, self.own_weights) else f"{base}[{self.weights} weights]"
 
     @property
+    def engine(self) -> str:
+        """Its name in the method registry."""
+        return "blt-recompute" if self.recompute else self.name
+
+    @property
     def own_weights(self) -> str:
-        return "blt-d" if self.name in ("blt-d", "blt-dv") else "blt"
+        return lookup(self.engine).weights
+
+    @property
+    def runs_on(self) -> str:
+        """The weights it runs on: the ones asked for, else its own."""
+        return self.weights or self.own_weights
 
     @property
     def lossless(self) -> bool:
         """Greedy output must equal its causal path's greedy output byte for byte."""
-        return self.name in ("blt", "blt-s", "blt-dv")
+        return lookup(self.engine).lossless
 
     def validate(self, bundle: ModelBundle | None = None) -> None:
         if self.name not in METHODS:
@@ -104,6 +115,12 @@ def parse_method(
     return spec
 
 
+def context(spec: MethodSpec, bundle: ModelBundle, observer: CallObserver | None = None,
+            compile: bool = False) -> DecodeContext:
+    """What a method runs on: the weights it names, the bundle's entropy model and patching."""
+    return DecodeContext(bundle.weights(spec.runs_on), bundle.require_entropy(), bundle.config.patching, observer, compile)
+
+
 def generate(
     spec: MethodSpec,
     bundle: ModelBundle,
@@ -112,21 +129,11 @@ def generate(
     sampler: Sampler,
     observer: CallObserver | None = None,
     stop: StopStrings | Iterable[str | bytes] = (),
+    compile: bool = False,
 ) -> Generation:
-    """Run one method; `stop` strings end the output early (cut before the string)."""
+    """Run one method; `stop` strings end the output early (cut before the string). `compile` runs
+    the fixed-shape steps through torch.compile (CUDA graphs on a GPU)."""
     spec.validate(bundle)
     stop = stop if isinstance(stop, StopStrings) else StopStrings(stop)
-    if max_bytes < 0:
-        raise BltbenchError(f"the byte budget must be >= 0, got {max_bytes}")
-    model = bundle.weights(spec.weights or spec.own_weights)
-    entropy = bundle.require_entropy()
-    args = (model, entropy, bundle.config.patching, prompt_ids, max_bytes, sampler)
-    if spec.name == "blt-s":
-        return generate_speculative(*args, k=spec.k, observer=observer, stop=stop)
-    if spec.name == "blt-d":
-        return generate_block_diffusion(*args, spec.diffusion, observer, stop)
-    if spec.name == "blt-dv":
-        return generate_diffusion_verified(*args, spec.diffusion, observer, stop)
-    if spec.recompute:
-        return generate_recompute(*args, observer, stop)
-    return generate_cached(*args, observer, stop)
+    request = DecodeRequest(list(prompt_ids), max_bytes, sampler, stop)
+    return lookup(spec.engine).run(context(spec, bundle, observer, compile), request, spec)

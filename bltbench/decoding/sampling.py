@@ -40,17 +40,32 @@ class SamplingConfig:
 
 
 class Sampler:
+    """Draws ids on the device: a pick is a tensor, so decoding sends the host only what its control
+    flow needs. The banned-id bias is built once per vocabulary size."""
+
     def __init__(self, config: SamplingConfig, device: torch.device | str = "cpu") -> None:
         config.validate()
         self.config = config
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self._bias: torch.Tensor | None = None
+
+    def bias(self, logits: torch.Tensor) -> torch.Tensor:
+        """Additive [V] bias: -inf on banned ids, 0 elsewhere."""
+        v = logits.shape[-1]
+        if self._bias is None or self._bias.shape[0] != v or self._bias.device != logits.device:
+            bias = torch.zeros(v, dtype=torch.float32, device=logits.device)
+            bias[self.config.banned] = float("-inf")
+            self._bias = bias
+        return self._bias
+
+    def allowed(self, logits: torch.Tensor) -> torch.Tensor:
+        """fp32 logits with banned ids at -inf."""
+        return logits.float() + self.bias(logits)
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """The distribution sampling draws from (after suppression, temperature, top-k, top-p)."""
         c = self.config
-        logits = logits.float().clone()
-        if c.banned:
-            logits[..., c.banned] = float("-inf")
+        logits = self.allowed(logits)
         if c.greedy:
             probs = torch.zeros_like(logits)
             probs.scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
@@ -68,11 +83,17 @@ class Sampler:
             probs = probs / probs.sum(-1, keepdim=True)
         return probs
 
-    def sample(self, logits: torch.Tensor) -> int:
-        """One id from logits [V]."""
+    def draw(self, probs: torch.Tensor) -> torch.Tensor:
+        """One id per row of probs [N, V], on the device: [N]."""
+        return torch.multinomial(probs, 1, generator=self.generator).flatten()
+
+    def pick(self, logits: torch.Tensor) -> torch.Tensor:
+        """One id per row of logits [N, V] (or [V]), on the device: [N] (or [1])."""
+        logits = logits.reshape(-1, logits.shape[-1])
         if self.config.greedy:
-            if self.config.banned:
-                logits = logits.clone()
-                logits[self.config.banned] = float("-inf")
-            return int(logits.argmax())
-        return int(torch.multinomial(self.probs(logits), 1, generator=self.generator))
+            return self.allowed(logits).argmax(-1)
+        return self.draw(self.probs(logits))
+
+    def sample(self, logits: torch.Tensor) -> int:
+        """One id from logits [V], on the host (the full-recompute baseline reads it at once)."""
+        return int(self.pick(logits)[0])

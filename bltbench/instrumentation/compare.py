@@ -97,7 +97,7 @@ def compare(
     BLT-D's next-byte path for blt-d / blt-dv), each run if not asked for."""
     runs: dict[str, list[Measurement]] = {}
     baseline = MethodSpec("blt") if bundle.blt is not None else MethodSpec("blt", weights="blt-d")
-    references = {w: MethodSpec("blt", weights=None if w == "blt" else w) for w in {s.weights or s.own_weights for s in specs}}
+    references = {w: MethodSpec("blt", weights=None if w == "blt" else w) for w in {s.runs_on for s in specs}}
     order = list(specs)
     for extra in [baseline, *references.values()]:
         if all(extra.label != s.label for s in order):
@@ -120,7 +120,7 @@ def compare(
         nfe = {c: per(sum(m.nfe[c] for m in ms)) for c in COMPONENTS}
         exact = None
         if sampling.greedy:
-            ref = runs[references[spec.weights or spec.own_weights].label]
+            ref = runs[references[spec.runs_on].label]
             exact = sum(m.generation.output_ids == r.generation.output_ids for m, r in zip(ms, ref)) / len(ms)
         rounds = [m.generation.extras for m in ms if "verify_rounds" in m.generation.extras]
         projected = {}

@@ -41,9 +41,9 @@ class LocalEncoder(nn.Module):
         self.cross_attn_layers = nn.ModuleList([CrossAttention(c.d_local, c.n_cross_heads, c.norm_eps)])
         self.rope = Rotary(c.d_local // c.n_heads_local, c.rope_theta)
 
-    def new_cache(self, batch: int = 1) -> KVCache:
+    def new_cache(self, capacity: int, batch: int = 1) -> KVCache:
         c, p = self.config, self.patch_embedding_projection.weight
-        return KVCache(c.n_layers_encoder, batch, c.n_heads_local, c.d_local // c.n_heads_local, p.dtype, p.device)
+        return KVCache(c.n_layers_encoder, batch, c.n_heads_local, c.d_local // c.n_heads_local, p.dtype, p.device, capacity)
 
     def forward(self, embeds: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         plan = causal_plan(self.rope, start, embeds.shape[1], self.config.local_window, embeds.device)
@@ -76,9 +76,9 @@ class GlobalTransformer(nn.Module):
         )
         self.rope = Rotary(c.d_global // c.n_heads_global, c.rope_theta)
 
-    def new_cache(self, batch: int = 1) -> KVCache:
+    def new_cache(self, capacity: int, batch: int = 1) -> KVCache:
         c, p = self.config, self.layers[0].attention.wq.weight
-        return KVCache(c.n_layers_global, batch, c.n_heads_global, c.d_global // c.n_heads_global, p.dtype, p.device)
+        return KVCache(c.n_layers_global, batch, c.n_heads_global, c.d_global // c.n_heads_global, p.dtype, p.device, capacity)
 
     def forward(self, slots: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         """Latents for patches [start, start + P): causal over patch index, no final norm."""
@@ -99,14 +99,14 @@ class LocalDecoder(nn.Module):
         self.output = nn.Linear(c.d_local, c.vocab_size, bias=False)
         self.rope = Rotary(c.d_local // c.n_heads_local, c.rope_theta)
 
-    def new_cache(self, batch: int = 1) -> KVCache:
+    def new_cache(self, capacity: int, batch: int = 1) -> KVCache:
         c, p = self.config, self.output.weight
-        return KVCache(c.n_layers_decoder, batch, c.n_heads_local, c.d_local // c.n_heads_local, p.dtype, p.device)
+        return KVCache(c.n_layers_decoder, batch, c.n_heads_local, c.d_local // c.n_heads_local, p.dtype, p.device, capacity)
 
-    def new_latent_cache(self, batch: int = 1) -> KVCache:
+    def new_latent_cache(self, capacity: int, batch: int = 1) -> KVCache:
         """Per-layer cross-attention keys/values of the latent slots, k per patch."""
         c, p = self.config, self.output.weight
-        return KVCache(c.n_layers_decoder, batch, c.n_cross_heads, c.d_local // c.n_cross_heads, p.dtype, p.device)
+        return KVCache(c.n_layers_decoder, batch, c.n_cross_heads, c.d_local // c.n_cross_heads, p.dtype, p.device, capacity)
 
     def latent_kv(self, latents: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's cross-attention keys/values for latents [B, P, d_global]: [B, H, P*k, D]."""

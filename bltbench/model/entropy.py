@@ -30,10 +30,10 @@ class EntropyModel(nn.Module):
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
         self.rope = Rotary(config.dim // config.n_heads, config.rope_theta)
 
-    def new_cache(self, batch: int = 1) -> KVCache:
+    def new_cache(self, capacity: int, batch: int = 1) -> KVCache:
         p = self.output.weight
         c = self.config
-        return KVCache(c.n_layers, batch, c.n_heads, c.dim // c.n_heads, p.dtype, p.device)
+        return KVCache(c.n_layers, batch, c.n_heads, c.dim // c.n_heads, p.dtype, p.device, capacity)
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits for `ids` [B, T]; with a cache, `ids` continue the cached positions."""

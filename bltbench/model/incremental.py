@@ -1,10 +1,15 @@
-"""Cached, position-by-position execution of a BLT (DESIGN.md section 4).
+"""Cached, position-by-position execution of a BLT (DESIGN.md sections 4 and 11).
 
-`IncrementalBLT` owns every cache (entropy model, encoder, global, decoder, and the decoder's
-cross-attention keys of each latent) and the patch bookkeeping. `extend` runs new positions through
-all components in one call each and returns their logits; `truncate` rolls everything back, which
-speculative methods use after a rejected draft. A latent is computed once its patch is complete,
-i.e. as soon as the entropy at its last byte says the next byte opens a new patch.
+`IncrementalBLT` owns the caches and the component calls, nothing else: every cache (entropy model,
+encoder, global, decoder, the decoder's cross-attention keys of each latent, the encoder states that
+pooling reads) and the ids are preallocated once for the request's maximum length, written at a
+position index and rolled back by moving lengths back. Ids live on the device, so hashing, drafting
+and sampling never send a byte to the host; the patch bookkeeping is a `PatchState`, fed the
+entropies the host receives. Every call names its role (prefill, step, draft, verify).
+
+One-position calls (a decode step, a draft step, a single new patch's global step) can run as
+fixed-shape functions (`fixed_steps=True`): positions are device tensors and attention reads the
+whole buffer under a mask, so `torch.compile(fullgraph=True, dynamic=False)` compiles each once.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ from bltbench.model.blt import ByteLatentTransformer
 from bltbench.model.config import PatchingConfig
 from bltbench.model.entropy import EntropyModel, entropy_nats
 from bltbench.model.ids import BOE
-from bltbench.model.layers import AttentionPlan
-from bltbench.model.patching import starts_new_patch
+from bltbench.model.layers import AttentionPlan, CacheOverflow, KVCache, causal_plan, fixed_plan, run_blocks
+from bltbench.model.patching import PatchState, lengths_from_starts
 
-ROLES = ("prefill", "step", "draft", "verify")
+ROLES = ("prefill", "step", "draft", "verify", "score")
 
 
 @dataclass(slots=True)
@@ -29,12 +34,67 @@ class Call:
     """One function evaluation of one component, as an observer sees it."""
 
     component: str  # entropy | encoder | global | decoder
-    role: str  # prefill | step | draft | verify
+    role: str  # prefill | step | draft | verify | score
     positions: int  # new positions processed (patches, for the global model)
     cache_length: int  # cached positions the call attends to (after the local window)
 
 
 CallObserver = Callable[[Call], None]
+
+
+class StepFunctions:
+    """The fixed-shape one-position steps of one session, eager or compiled.
+
+    Arguments are tensors only (positions included), so a compiled step is reused at every position
+    and by every session whose caches have the same capacity.
+    """
+
+    def __init__(self, state: "IncrementalBLT", compiler: Callable | None = None) -> None:
+        self.s = state
+        wrap = compiler or (lambda f: f)
+        self.entropy = wrap(self._entropy)
+        self.encoder = wrap(self._encoder)
+        self.decoder = wrap(self._decoder)
+        self.global_ = wrap(self._global)
+
+    def _entropy(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        s = self.s
+        m = s.entropy_model
+        x = ids.index_select(1, pos + s.hash_context)
+        plan = fixed_plan(m.rope, pos, m.config.window, s.capacity)
+        h = run_blocks(m.layers, plan, m.tok_embeddings(x), s.ent_cache)
+        return entropy_nats(m.output(m.norm(h))[0])
+
+    def _encoder(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        s = self.s
+        window = ids.index_select(1, pos + s.window_offsets)
+        embeds = s.model.embed(window[:, s.hash_context :], window[:, : s.hash_context])
+        enc = s.model.local_encoder
+        h = run_blocks(enc.layers, fixed_plan(enc.rope, pos, s.model.config.local_window, s.capacity), embeds, s.enc_cache)
+        s.enc_states.index_copy_(1, pos, h)
+        return h
+
+    def _decoder(self, h: torch.Tensor, pos: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        s = self.s
+        slots = latent * s.k + s.slot_offsets
+        dec = s.model.local_decoder
+        cache = s.latent_cache
+
+        def cross_kv(i: int):
+            return cache.keys[i].index_select(2, slots), cache.values[i].index_select(2, slots)
+
+        plan = fixed_plan(dec.rope, pos, s.model.config.local_window, s.capacity)
+        return dec(h, cross_kv, None, plan=plan, cache=s.dec_cache)[0].float()
+
+    def _global(self, slots: torch.Tensor, patch: torch.Tensor) -> None:
+        s = self.s
+        g = s.model.global_transformer
+        x = slots if g.token_embedding_projection is None else g.token_embedding_projection(slots)
+        latents = run_blocks(g.layers, fixed_plan(g.rope, patch, None, s.capacity), x, s.glob_cache)
+        index = patch * s.k + s.slot_offsets
+        for i, (k, v) in enumerate(s.model.local_decoder.latent_kv(latents)):
+            s.latent_cache.keys[i].index_copy_(2, index, k)
+            s.latent_cache.values[i].index_copy_(2, index, v)
 
 
 class IncrementalBLT:
@@ -43,70 +103,165 @@ class IncrementalBLT:
         model: ByteLatentTransformer,
         entropy_model: EntropyModel | None,
         patching: PatchingConfig,
+        capacity: int,
         observer: CallObserver | None = None,
+        fixed_steps: bool = False,
+        compiler: Callable | None = None,
     ) -> None:
         if patching.mode == "entropy" and entropy_model is None:
             raise ValueError("entropy patching needs an entropy model")
         self.model = model
         self.entropy_model = entropy_model if patching.mode == "entropy" else None
-        self.patching = patching
+        self.patches = PatchState(patching)
         self.observer = observer
-        self.role = "prefill"  # set by the decoding method; observers see it on every call
+        self.capacity = capacity
         c = model.config
         self.k = c.cross_attn_k
         self.hash_context = max(c.hash_sizes) - 1
         self.device = model.local_decoder.output.weight.device
         self.dtype = model.local_decoder.output.weight.dtype
-        self.ids: list[int] = []
-        self.draft_ids: list[int] = []  # drafted positions beyond the committed ones (BLT-S)
-        self.entropies: list[float] = []
-        self.starts: list[bool] = []  # one flag per position, plus the next (ungenerated) one
-        self.n_starts: list[int] = []  # running count of start flags, aligned with `starts`
+        self.ids = torch.full((1, self.hash_context + capacity), BOE, dtype=torch.long, device=self.device)
+        self.length = 0  # positions run through encoder and decoder (committed)
+        self.drafted = 0  # draft positions beyond them (BLT-S)
         self.n_latents = 0
-        self.patch_begin: list[int] = []  # start position of each patch
-        self.enc_cache = model.local_encoder.new_cache()
-        self.glob_cache = model.global_transformer.new_cache()
-        self.dec_cache = model.local_decoder.new_cache()
-        self.latent_cache = model.local_decoder.new_latent_cache()
-        self.ent_cache = self.entropy_model.new_cache() if self.entropy_model is not None else None
-        self.enc_states = torch.empty(1, 0, c.d_local, dtype=self.dtype, device=self.device)
+        # A patch holds at least one byte, so `capacity` bounds the patches as well as the positions.
+        self.enc_cache = model.local_encoder.new_cache(capacity)
+        self.glob_cache = model.global_transformer.new_cache(capacity)
+        self.dec_cache = model.local_decoder.new_cache(capacity)
+        self.latent_cache = model.local_decoder.new_latent_cache(capacity * self.k)
+        self.ent_cache = self.entropy_model.new_cache(capacity) if self.entropy_model is not None else None
+        self.enc_states = torch.zeros(1, capacity, c.d_local, dtype=self.dtype, device=self.device)
+        for rope in self._ropes():
+            rope.table(capacity, self.device)
+        self.window_offsets = torch.arange(self.hash_context + 1, device=self.device)
+        self.slot_offsets = torch.arange(self.k, device=self.device)
+        self.pos = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.latent = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.zero_patch = torch.zeros(1, capacity, dtype=torch.long, device=self.device)
+        self.steps = StepFunctions(self, compiler) if fixed_steps else None
+
+    def _ropes(self):
+        yield from (self.model.local_encoder.rope, self.model.global_transformer.rope, self.model.local_decoder.rope)
+        if self.entropy_model is not None:
+            yield self.entropy_model.rope
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.length
 
-    def _observe(self, component: str, positions: int, start: int, window: int | None) -> None:
+    def _observe(self, component: str, role: str, positions: int, start: int, window: int | None) -> None:
         if self.observer is not None:
             visible = start if window is None else min(start, window - 1)
-            self.observer(Call(component, self.role, positions, visible))
+            self.observer(Call(component, role, positions, visible))
 
-    def patch_lengths(self) -> list[int]:
-        """Lengths of the patches over the committed positions."""
-        bounds = self.patch_begin + [len(self.ids)]
-        return [b - a for a, b in zip(bounds, bounds[1:]) if b > a]
+    def _at(self, position: int) -> torch.Tensor:
+        self.pos.fill_(position)
+        return self.pos
 
-    # -- extending ---------------------------------------------------------------------------
-    def extend(self, new_ids: Sequence[int]) -> torch.Tensor:
-        """Append ids, run every component once over them, return their logits [T, V] (fp32)."""
-        p0, h = self._commit(new_ids)
-        t = h.shape[1]
-        dec = [self.n_starts[p + 1] - 2 for p in range(p0, p0 + t)]
-        a, b, mask = self._latent_window(dec)
-        return self._decode(h, p0, a, b, mask)
+    # -- ids and entropies ---------------------------------------------------------------------
+    def write(self, ids: torch.Tensor | Sequence[int], at: int) -> None:
+        """Place ids (a device tensor [T] or [1, T], or host ints) at positions [at, at + T)."""
+        if not isinstance(ids, torch.Tensor):
+            ids = torch.tensor(list(ids), dtype=torch.long)
+        ids = ids.reshape(1, -1).to(self.device)
+        if at + ids.shape[1] > self.capacity:
+            raise CacheOverflow(f"position {at + ids.shape[1]} is past the {self.capacity} positions this request "
+                                "preallocated (prompt + byte budget + slack)")
+        self.ids[:, self.hash_context + at : self.hash_context + at + ids.shape[1]] = ids
 
-    def _commit(self, new_ids: Sequence[int]) -> tuple[int, torch.Tensor]:
-        """Entropy model, patching, encoder and global over new ids; returns (first position, states)."""
-        if len(new_ids) == 0:
-            raise ValueError("extend needs at least one id")
-        if self.draft_ids:
+    def entropies(self, at: int, t: int, role: str, observe: bool = True) -> torch.Tensor | None:
+        """Entropy-model entropies [t] (on the device) of positions [at, at + t); None without an entropy
+        model (static patching). The caller pushes them into `patches` once the host has them."""
+        m = self.entropy_model
+        if m is None:
+            return None
+        cache = self.ent_cache
+        if cache.length != at:
+            raise ValueError(f"entropies must continue the cached ones ({cache.length}), not start at {at}")
+        if observe:
+            self._observe("entropy", role, t, at, m.config.window)
+        if t == 1 and self.steps is not None:
+            cache.check(at + 1)
+            values = self.steps.entropy(self.ids, self._at(at))
+            cache.length = at + 1
+            return values
+        x = self.ids[:, self.hash_context + at : self.hash_context + at + t]
+        plan = causal_plan(m.rope, at, t, m.config.window, self.device)
+        h = run_blocks(m.layers, plan, m.tok_embeddings(x), cache)
+        return entropy_nats(m.output(m.norm(h))[0])
+
+    def push_entropies(self, values: Sequence[float] | None, t: int) -> None:
+        self.patches.push([0.0] * t if values is None else values)
+
+    def place_patches(self, end: int, role: str) -> None:
+        """Entropies of the written positions up to `end` not yet known, brought to the host in one
+        transfer and pushed: the patch boundaries they decide must be known before the global model
+        runs over them."""
+        at = len(self.patches)
+        if end > at:
+            values = self.entropies(at, end - at, role)
+            self.push_entropies(None if values is None else values.tolist(), end - at)
+
+    def entropy_ahead(self, x: torch.Tensor, position: torch.Tensor) -> torch.Tensor | None:
+        """Write x [1] at a device-side position [1] and run the entropy step over it, before the host
+        knows the position (a verified round's bonus byte, whose place depends on the acceptance). The
+        fixed-shape step's mask hides any stale draft entries past it. `settle_ahead` records it."""
+        self.ids.index_copy_(1, position + self.hash_context, x.reshape(1, 1))
+        if self.entropy_model is None:
+            return None
+        steps = self.steps or StepFunctions(self)
+        return steps.entropy(self.ids, position)
+
+    def settle_ahead(self, position: int, value: float | None, role: str) -> None:
+        """What `entropy_ahead` computed, once the host knows the position (just past the committed
+        positions)."""
+        if position != len(self.patches):
+            raise ValueError(f"an entropy ahead at {position} must follow the {len(self.patches)} known ones")
+        if self.entropy_model is not None:
+            self._observe("entropy", role, 1, position, self.entropy_model.config.window)
+            self.ent_cache.length = position + 1
+        self.push_entropies(None if value is None else [value], 1)
+
+    # -- extending -----------------------------------------------------------------------------
+    def append(self, ids: Sequence[int], role: str = "step") -> torch.Tensor:
+        """Write host ids after the committed positions, patch and run them: their logits [T, V]."""
+        self.write(ids, self.length)
+        self.place_patches(self.length + len(ids), role)
+        return self.extend(len(ids), role)
+
+    def extend(self, t: int, role: str) -> torch.Tensor:
+        """Run the next t written positions (entropies already pushed) through encoder, global and
+        decoder; returns their logits [t, V] (fp32)."""
+        p0 = self._commit(t, role)
+        return self._decode(self._encoded(p0, t), p0, role)
+
+    def _commit(self, t: int, role: str) -> int:
+        if t < 1:
+            raise ValueError("extend needs at least one position")
+        if self.drafted:
             raise ValueError("discard the draft before extending")
-        p0 = len(self.ids)
-        ids = torch.tensor([list(new_ids)], dtype=torch.long, device=self.device)
-        self._extend_entropy(ids)
-        self.ids.extend(new_ids)
-        self._extend_patches(p0)
-        h = self._encode(ids, p0)
-        self._complete_patches()
-        return p0, h
+        p0 = self.length
+        if len(self.patches) < p0 + t:
+            raise ValueError("push the entropies of positions before running them")
+        self._encode(p0, t, role)
+        self.length = p0 + t
+        self._complete_patches(role)
+        return p0
+
+    def _encoded(self, p0: int, t: int) -> torch.Tensor:
+        return self.enc_states[:, p0 : p0 + t]
+
+    def _encode(self, p0: int, t: int, role: str) -> torch.Tensor:
+        self._observe("encoder", role, t, p0, self.model.config.local_window)
+        if t == 1 and self.steps is not None:
+            self.enc_cache.check(p0 + 1)
+            h = self.steps.encoder(self.ids, self._at(p0))
+            self.enc_cache.length = p0 + 1
+            return h
+        window = self.ids[:, p0 : p0 + self.hash_context + t]
+        embeds = self.model.embed(window[:, self.hash_context :], window[:, : self.hash_context])
+        h = self.model.local_encoder(embeds, p0, self.enc_cache)
+        self.enc_states[:, p0 : p0 + t] = h
+        return h
 
     def _latent_window(self, wanted: list[int]) -> tuple[int, int, torch.Tensor | None]:
         """The slot range [a, b) rows read (latent ids never decrease along positions, so only the span
@@ -115,52 +270,24 @@ class IncrementalBLT:
         a, b = first * self.k, (last + 1) * self.k
         if first == last:
             return a, b, None
-        slot_patch = torch.arange(first, last + 1, device=self.device).repeat_interleave(self.k)
-        want = torch.tensor(wanted, device=self.device)
-        return a, b, (want[:, None] == slot_patch[None, :])[None, None]
+        slot_patch = torch.arange(first, last + 1).repeat_interleave(self.k)
+        mask = torch.tensor(wanted)[:, None] == slot_patch[None, :]
+        return a, b, mask[None, None].to(self.device)
 
-    # -- BLT-D blocks --------------------------------------------------------------------------
-    def extend_with_block(self, new_ids: Sequence[int], cells: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`extend(new_ids)` and, in the same decoder call, a block of cells right after them:
-        bidirectional within the block, causal to the committed prefix, reading the last latent.
-        Returns (clean logits [T, V], block logits [B, V]); the block leaves nothing in the caches."""
-        p0, h = self._commit(new_ids)
-        return self._decode_with_block(h, p0, cells)
-
-    def block_pass(self, cells: Sequence[int]) -> torch.Tensor:
-        """Decoder only: the block of cells right after the committed prefix; logits [B, V]."""
-        return self._decode_with_block(None, len(self.ids), cells)[1]
-
-    def _decode_with_block(self, h: torch.Tensor | None, p0: int, cells: Sequence[int]):
-        if not hasattr(self.model, "block_embed"):
-            raise ValueError("blocks need BLT-D weights")
-        s, size = len(self.ids), len(cells)
-        t = s - p0
-        window = self.model.config.local_window
-        block = self.model.block_embed(torch.tensor([list(cells)], dtype=torch.long, device=self.device))
-        x = block if h is None else torch.cat([h, block], dim=1)
-        k_start = 0 if window is None else max(0, p0 - window + 1)
-        q = torch.arange(p0, s + size, device=self.device)[:, None]
-        k = torch.arange(k_start, s + size, device=self.device)[None, :]
-        seen = (k <= q) if window is None else (k <= q) & (q - k < window)
-        in_block = q >= s
-        mask = torch.where(in_block, (k >= s) | (seen & (k < s)), seen)[None, None]
-        wanted = [self.n_starts[p + 1] - 2 for p in range(p0, s)] + [self.n_latents - 1] * size
-        plan = AttentionPlan(self.model.local_decoder.rope.span(p0, t + size, self.device), k_start, mask)
-        logits = self._decode(x, p0, *self._latent_window(wanted), plan)
-        self.dec_cache.truncate(s)
-        return logits[:t], logits[t:]
-
-    def _encode(self, ids: torch.Tensor, p0: int) -> torch.Tensor:
-        self._observe("encoder", ids.shape[1], p0, self.model.config.local_window)
-        h = self.model.local_encoder(self.model.embed(ids, self._hash_history(p0)), p0, self.enc_cache)
-        self._store_states(p0, h)
-        return h
-
-    def _decode(self, h: torch.Tensor, p0: int, a: int, b: int, mask: torch.Tensor | None,
-                plan: AttentionPlan | None = None) -> torch.Tensor:
-        """Decoder over positions from p0, cross-attending to latent slots [a, b) under `mask`."""
-        self._observe("decoder", h.shape[1], p0, self.model.config.local_window)
+    def _decode(self, h: torch.Tensor, p0: int, role: str, plan: AttentionPlan | None = None,
+                wanted: list[int] | None = None) -> torch.Tensor:
+        """Decoder over positions from p0; position p reads the latent `patches.latent_of(p)`."""
+        t = h.shape[1]
+        self._observe("decoder", role, t, p0, self.model.config.local_window)
+        if wanted is None:
+            wanted = [self.patches.latent_of(p) for p in range(p0, p0 + t)]
+        if t == 1 and plan is None and self.steps is not None:
+            self.dec_cache.check(p0 + 1)
+            self.latent.fill_(wanted[0])
+            logits = self.steps.decoder(h, self._at(p0), self.latent)
+            self.dec_cache.length = p0 + 1
+            return logits
+        a, b, mask = self._latent_window(wanted)
         cache = self.latent_cache
 
         def cross_kv(i: int):
@@ -168,121 +295,97 @@ class IncrementalBLT:
 
         return self.model.local_decoder(h, cross_kv, mask, p0, self.dec_cache, plan)[0].float()
 
-    # -- drafting (BLT-S) ----------------------------------------------------------------------
-    def draft(self, ids: Sequence[int]) -> torch.Tensor:
-        """Encoder + decoder over positions after the committed ones (and earlier drafts), every
-        decoder position reading the last known latent, patch boundaries ignored. Nothing is
-        committed: `discard_draft` rolls the encoder and decoder caches back."""
-        if self.n_latents == 0:
-            raise ValueError("drafting needs a latent: extend with the prompt first")
-        p0 = len(self.ids) + len(self.draft_ids)
-        if p0 and self.enc_cache.length != p0:
-            raise ValueError("draft positions must follow the committed ones")
-        self.draft_ids.extend(ids)
-        x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
-        h = self._encode(x, p0)
-        j = self.n_latents - 1
-        return self._decode(h, p0, j * self.k, (j + 1) * self.k, None)
-
-    def discard_draft(self) -> None:
-        self.draft_ids.clear()
-        self.enc_cache.truncate(len(self.ids))
-        self.dec_cache.truncate(len(self.ids))
-
-    def _extend_entropy(self, ids: torch.Tensor) -> None:
-        if self.entropy_model is None:
-            self.entropies.extend([0.0] * ids.shape[1])
-            return
-        self._observe("entropy", ids.shape[1], self.ent_cache.length, self.entropy_model.config.window)
-        logits = self.entropy_model(ids, self.ent_cache)
-        self.entropies.extend(entropy_nats(logits[0]).tolist())
-
-    def _open_patch_length(self, position: int) -> int:
-        return position - self.patch_begin[-1] + 1
-
-    def _extend_patches(self, p0: int) -> None:
-        """Decide, for each new position i, whether byte i + 1 opens a new patch."""
-        if p0 == 0:
-            self.starts, self.n_starts, self.patch_begin = [True], [1], [0]
-        for i in range(p0, len(self.ids)):
-            new = starts_new_patch(self.patching, i, self.entropies, self._open_patch_length(i))
-            self.starts.append(new)
-            self.n_starts.append(self.n_starts[-1] + new)
-            if new:
-                self.patch_begin.append(i + 1)
-
-    def _hash_history(self, p0: int) -> torch.Tensor:
-        ctx = self.hash_context
-        if self.draft_ids:  # the committed tail followed by the drafted ids
-            offset = max(0, len(self.ids) - ctx)
-            prev = (self.ids[offset:] + self.draft_ids)[max(0, p0 - ctx) - offset : p0 - offset]
-        else:
-            prev = self.ids[max(0, p0 - ctx) : p0]
-        prev = [BOE] * (ctx - len(prev)) + prev
-        return torch.tensor([prev], dtype=torch.long, device=self.device)
-
-    def _store_states(self, p0: int, h: torch.Tensor) -> None:
-        end = p0 + h.shape[1]
-        if self.enc_states.shape[1] < end:
-            grown = torch.empty(1, max(end, 2 * self.enc_states.shape[1], 64), h.shape[2], dtype=h.dtype, device=h.device)
-            grown[:, :p0] = self.enc_states[:, :p0]
-            self.enc_states = grown
-        self.enc_states[:, p0:end] = h
-
-    def _complete_patches(self) -> None:
+    def _complete_patches(self, role: str) -> None:
         """Pool every patch that is now complete and run the global model over them in one call."""
-        complete = len(self.patch_begin) - 1  # the last start opens a patch that is still growing
-        if complete <= self.n_latents:
+        first, last = self.n_latents, self.patches.complete(self.length)
+        if last <= first:
             return
-        first, last = self.n_latents, complete
-        a, b = self.patch_begin[first], self.patch_begin[last]
-        lengths = [self.patch_begin[j + 1] - self.patch_begin[j] for j in range(first, last)]
-        patch_ids = torch.repeat_interleave(
-            torch.arange(last - first, device=self.device), torch.tensor(lengths, device=self.device)
-        )[None]
-        slots = self.model.local_encoder.pool(self.enc_states[:, a:b], patch_ids, last - first)
-        self._observe("global", last - first, self.glob_cache.length, None)
-        latents = self.model.global_transformer(slots, first, self.glob_cache)
-        kv = self.model.local_decoder.latent_kv(latents)
-        self.latent_cache.reserve((last) * self.k)
-        for i, (k, v) in enumerate(kv):
-            self.latent_cache.write(i, k, v, 0)
+        begins = self.patches.begins
+        a, b = begins[first], begins[last]
+        n = last - first
+        if n == 1:
+            patch_ids = self.zero_patch[:, : b - a]
+        else:
+            patch_ids = torch.tensor([[j for j in range(n) for _ in range(begins[first + j + 1] - begins[first + j])]],
+                                     device=self.device)
+        slots = self.model.local_encoder.pool(self.enc_states[:, a:b], patch_ids, n)
+        self._observe("global", role, n, self.glob_cache.length, None)
+        self.glob_cache.check(last)
+        if n == 1 and self.steps is not None:
+            self.steps.global_(slots, self._at(first))
+            self.glob_cache.length = last
+        else:
+            latents = self.model.global_transformer(slots, first, self.glob_cache)
+            for i, (k, v) in enumerate(self.model.local_decoder.latent_kv(latents)):
+                self.latent_cache.keys[i][:, :, first * self.k : last * self.k] = k
+                self.latent_cache.values[i][:, :, first * self.k : last * self.k] = v
         self.latent_cache.length = last * self.k
         self.n_latents = last
 
-    def preview_starts(self, tail: Sequence[int]) -> list[bool]:
-        """Patch flags over the committed positions and `tail`, as if `tail` were committed; only the
-        entropy model runs (unobserved), and nothing is kept. For reporting patches of bytes a method
-        never ran through the model (BLT-D's last block)."""
-        flags = list(self.starts)
-        if not tail:
-            return flags
-        n = len(self.ids)
-        entropies = list(self.entropies)
-        if self.entropy_model is not None:
-            logits = self.entropy_model(torch.tensor([list(tail)], dtype=torch.long, device=self.device), self.ent_cache)
-            entropies += entropy_nats(logits[0]).tolist()
-            self.ent_cache.truncate(n)
-        else:
-            entropies += [0.0] * len(tail)
-        begin = self.patch_begin[-1]
-        for i in range(n, n + len(tail)):
-            new = starts_new_patch(self.patching, i, entropies, i - begin + 1)
-            flags.append(new)
-            if new:
-                begin = i + 1
-        return flags
+    # -- BLT-D blocks --------------------------------------------------------------------------
+    def extend_with_block(self, t: int, cells: torch.Tensor, role: str) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """`extend(t)` (t may be 0) and, in the same decoder call, a block of cells [B] right after:
+        bidirectional within the block, causal to the committed prefix, reading the last latent.
+        Returns (clean logits [t, V] or None, block logits [B, V]); the block leaves nothing behind."""
+        if not hasattr(self.model, "block_embed"):
+            raise ValueError("blocks need BLT-D weights")
+        p0 = self._commit(t, role) if t else self.length
+        s, size = self.length, cells.shape[-1]
+        self.dec_cache.check(s + size)
+        window = self.model.config.local_window
+        block = self.model.block_embed(cells.reshape(1, -1))
+        x = block if t == 0 else torch.cat([self._encoded(p0, t), block], dim=1)
+        k_start = 0 if window is None else max(0, p0 - window + 1)
+        q = torch.arange(p0, s + size, device=self.device)[:, None]
+        k = torch.arange(k_start, s + size, device=self.device)[None, :]
+        seen = (k <= q) if window is None else (k <= q) & (q - k < window)
+        mask = torch.where(q >= s, (k >= s) | (seen & (k < s)), seen)[None, None]
+        wanted = [self.patches.latent_of(p) for p in range(p0, s)] + [self.n_latents - 1] * size
+        plan = AttentionPlan(self.model.local_decoder.rope.span(p0, t + size, self.device), k_start, mask, p0, s + size)
+        logits = self._decode(x, p0, role, plan, wanted)
+        self.dec_cache.length = s
+        return (logits[:t] if t else None), logits[t:]
 
-    # -- rolling back ------------------------------------------------------------------------
+    # -- drafting (BLT-S) ----------------------------------------------------------------------
+    def draft(self, x: torch.Tensor, role: str = "draft") -> torch.Tensor:
+        """Write the draft byte x (device [1]) at the next position and run encoder + decoder over it,
+        reading the last known latent, patch boundaries ignored; logits [1, V]. Nothing is committed:
+        `discard_draft` rolls the encoder and decoder back."""
+        if self.n_latents == 0:
+            raise ValueError("drafting needs a latent: extend with the prompt first")
+        p = self.length + self.drafted
+        self.write(x, p)
+        self.drafted += 1
+        h = self._encode(p, 1, role)
+        return self._decode(h, p, role, wanted=[self.n_latents - 1])
+
+    def discard_draft(self) -> None:
+        self.drafted = 0
+        self.enc_cache.length = self.dec_cache.length = self.length
+
+    # -- reporting and rolling back ------------------------------------------------------------
+    def preview_patches(self, tail: Sequence[int]) -> list[int]:
+        """Patch lengths over the committed positions and `tail`, as if `tail` were run; only the
+        entropy model runs (unobserved) and nothing is kept. For bytes a method never ran through the
+        model (BLT-D's last block)."""
+        n = len(self.patches)
+        total = n + len(tail)
+        if not tail:
+            return self.patches.lengths(total)
+        self.write(tail, n)
+        values = self.entropies(n, len(tail), "step", observe=False)
+        flags = self.patches.preview([0.0] * len(tail) if values is None else values.tolist())
+        if self.ent_cache is not None:
+            self.ent_cache.truncate(n)
+        return lengths_from_starts(flags[:total])
+
     def truncate(self, length: int) -> None:
-        """Forget every position from `length` on, as if they had never been appended."""
-        if not 1 <= length <= len(self.ids):
-            raise ValueError(f"cannot truncate {len(self.ids)} positions to {length}")
-        del self.ids[length:], self.entropies[length:]
-        del self.starts[length + 1 :], self.n_starts[length + 1 :]
-        while self.patch_begin[-1] > length:
-            self.patch_begin.pop()
-        self.n_latents = min(self.n_latents, len(self.patch_begin) - 1)
+        """Forget every position from `length` on, as if it had never been appended."""
+        if not 1 <= length <= self.length:
+            raise ValueError(f"cannot truncate {self.length} positions to {length}")
+        self.length = length
+        self.patches.truncate(length)
+        self.n_latents = min(self.n_latents, self.patches.complete(length))
         self.enc_cache.truncate(length)
         self.dec_cache.truncate(length)
         if self.ent_cache is not None:

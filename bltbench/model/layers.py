@@ -34,6 +34,8 @@ def fused_weight(owner: nn.Module, *linears: nn.Linear) -> torch.Tensor:
     Cached for inference (keyed on the weights' versions); rebuilt every call when gradients flow.
     """
     weights = [lin.weight for lin in linears]
+    if torch.compiler.is_compiling():  # compiled decode steps: the eager prefill has built it already
+        return owner._fused_weight
     if torch.is_grad_enabled():
         return torch.cat(weights)
     # Inference tensors (created under inference_mode) keep no version counter.
@@ -47,7 +49,8 @@ def fused_weight(owner: nn.Module, *linears: nn.Linear) -> torch.Tensor:
 class Rotary(nn.Module):
     """RoPE in the interleaved-pair convention: pair (x[2i], x[2i+1]) rotated by pos * theta^(-2i/D).
 
-    Angles are computed in fp32 and kept as unit complex numbers in a table grown on demand.
+    Angles are computed in fp32 and kept as unit complex numbers in a table; decoding builds it once to
+    its request's full length.
     """
 
     def __init__(self, head_dim: int, theta: float) -> None:
@@ -84,43 +87,40 @@ def apply_rotary(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
     return out if x.dtype == torch.float32 else out.type_as(x)
 
 
-class KVCache:
-    """Keys and values of one component, all layers, grown by doubling; `length` is shared.
+class CacheOverflow(ValueError):
+    """A request wrote past the positions its caches were preallocated for."""
 
-    Rolling back is setting `length`: later writes overwrite what lies beyond it.
+
+class KVCache:
+    """Keys and values of one component, all layers, preallocated once for `capacity` positions.
+
+    Calls write new keys at a position index (an int in eager steps, a device index tensor in
+    fixed-shape steps) and read a span of the buffer; nothing is allocated per step. Rolling back is
+    moving `length` back: later writes overwrite what lies beyond it.
     """
 
-    def __init__(self, n_layers: int, batch: int, n_heads: int, head_dim: int, dtype, device) -> None:
-        self.n_layers = n_layers
-        self.shape = (batch, n_heads, 0, head_dim)
-        self.dtype, self.device = dtype, device
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
+    def __init__(self, n_layers: int, batch: int, n_heads: int, head_dim: int, dtype, device, capacity: int) -> None:
+        self.n_layers, self.capacity = n_layers, capacity
+        self.keys = [torch.zeros(batch, n_heads, capacity, head_dim, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.values = [torch.zeros_like(k) for k in self.keys]
         self.length = 0
-        self.capacity = 0
 
-    def reserve(self, needed: int) -> None:
-        if needed <= self.capacity:
-            return
-        capacity = max(needed, 2 * self.capacity, 64)
-        b, h, _, d = self.shape
-        keys, values = [], []
-        for i in range(self.n_layers):
-            k = torch.empty(b, h, capacity, d, dtype=self.dtype, device=self.device)
-            v = torch.empty_like(k)
-            if self.capacity:
-                k[:, :, : self.length] = self.keys[i][:, :, : self.length]
-                v[:, :, : self.length] = self.values[i][:, :, : self.length]
-            keys.append(k)
-            values.append(v)
-        self.keys, self.values, self.capacity = keys, values, capacity
+    def check(self, end: int) -> None:
+        if end > self.capacity:
+            raise CacheOverflow(f"a call reached position {end}, past the {self.capacity} positions its cache was "
+                                "preallocated for (prompt + byte budget + slack)")
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k/v at [length, length + n) and return all keys/values from `start` up to there."""
-        end = self.length + k.shape[2]
-        self.keys[layer][:, :, self.length : end] = k
-        self.values[layer][:, :, self.length : end] = v
-        return self.keys[layer][:, :, start:end], self.values[layer][:, :, start:end]
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, plan: "AttentionPlan") -> tuple[torch.Tensor, torch.Tensor]:
+        """Store new keys/values where the plan says and return the span the plan reads."""
+        at = plan.write_at
+        keys, values = self.keys[layer], self.values[layer]
+        if isinstance(at, int):
+            keys[:, :, at : at + k.shape[2]] = k
+            values[:, :, at : at + k.shape[2]] = v
+        else:
+            keys.index_copy_(2, at, k)
+            values.index_copy_(2, at, v)
+        return keys[:, :, plan.k_start : plan.k_end], values[:, :, plan.k_start : plan.k_end]
 
     def truncate(self, length: int) -> None:
         if length > self.length:
@@ -152,17 +152,22 @@ def windowed_causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int |
 
 @dataclass
 class AttentionPlan:
-    """What a run of layers needs to place its queries: their rotations, the first cached key they
-    can see, and the boolean mask over [k_start, end) (None: every visible key)."""
+    """Where a run of layers puts and finds its keys: the queries' rotations, where their new keys
+    are written (an int start, or a device index tensor in fixed-shape steps), the key span
+    [k_start, k_end) read back (k_end None: up to the new keys' end), and the boolean mask over it
+    (None: every key in the span)."""
 
     cis: torch.Tensor
     k_start: int
     mask: torch.Tensor | None
+    write_at: int | torch.Tensor = 0
+    k_end: int | None = None
 
 
 def causal_plan(rope: Rotary, start: int, t: int, window: int | None, device) -> AttentionPlan:
+    """Queries at [start, start + t) that read the cache's live span (eager calls)."""
     k_start, mask = causal_span(start, t, window, device)
-    return AttentionPlan(rope.span(start, t, device), k_start, mask)
+    return AttentionPlan(rope.span(start, t, device), k_start, mask, start, start + t)
 
 
 def causal_span(start: int, t: int, window: int | None, device) -> tuple[int, torch.Tensor | None]:
@@ -177,6 +182,14 @@ def causal_span(start: int, t: int, window: int | None, device) -> tuple[int, to
     return k_start, windowed_causal_mask(q_pos, torch.arange(k_start, start + t, device=device), window)
 
 
+def fixed_plan(rope: Rotary, positions: torch.Tensor, window: int | None, capacity: int) -> AttentionPlan:
+    """Queries at device `positions` [t] that read the whole preallocated buffer under a mask: every
+    shape is fixed, so a compiled step serves every position without recompiling."""
+    k_pos = torch.arange(capacity, device=positions.device)
+    mask = windowed_causal_mask(positions, k_pos, window)[None, None]
+    return AttentionPlan(rope.table(capacity, positions.device).index_select(0, positions), 0, mask, positions, capacity)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, n_heads: int) -> None:
         super().__init__()
@@ -187,14 +200,14 @@ class Attention(nn.Module):
         self.wv = nn.Linear(dim, dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x, rope, mask, cache: KVCache | None = None, layer: int = 0, cache_start: int = 0):
+    def forward(self, x, rope, mask, cache: KVCache | None = None, layer: int = 0, plan: AttentionPlan | None = None):
         b, t, _ = x.shape
         qkv = F.linear(x, fused_weight(self, self.wq, self.wk, self.wv)).view(b, t, 3, self.n_heads, self.head_dim)
         qk = apply_rotary(qkv[:, :, :2], rope).transpose(1, 3)  # [B, H, 2, T, D]
         q, k = qk[:, :, 0], qk[:, :, 1]
         v = qkv[:, :, 2].transpose(1, 2)
         if cache is not None:
-            k, v = cache.write(layer, k, v, cache_start)
+            k, v = cache.write(layer, k, v, plan)
         out = attention(q, k, v, mask)
         return F.linear(out.transpose(1, 2).reshape(b, t, -1), self.wo.weight)
 
@@ -221,10 +234,10 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(dim, eps)
         self.ffn_norm = RMSNorm(dim, eps)
 
-    def forward(self, x, rope, mask, cache: KVCache | None = None, layer: int = 0, cache_start: int = 0):
+    def forward(self, x, rope, mask, cache: KVCache | None = None, layer: int = 0, plan: AttentionPlan | None = None):
         # Submodules are called through .forward: decoding runs this once per byte per layer, and
         # nn.Module.__call__ costs more than the small matmuls themselves on a CPU.
-        x = x + self.attention.forward(self.attention_norm.forward(x), rope, mask, cache, layer, cache_start)
+        x = x + self.attention.forward(self.attention_norm.forward(x), rope, mask, cache, layer, plan)
         return x + self.feed_forward.forward(self.ffn_norm.forward(x))
 
 
@@ -260,15 +273,18 @@ class CrossAttention(nn.Module):
 
 
 def run_blocks(layers, plan: AttentionPlan, h, cache: KVCache | None, before=None):
-    """Run blocks over new positions, writing their keys/values after `cache` (if given)."""
+    """Run blocks over new positions, writing their keys/values into `cache` where the plan says.
+
+    The host-side `length` moves only for int-placed writes; fixed-shape steps leave it to the caller.
+    """
     t = h.shape[1]
-    if cache is not None:
-        cache.reserve(cache.length + t)
+    if cache is not None and isinstance(plan.write_at, int):
+        cache.check(plan.write_at + t)
     bias = mask_to_bias(plan.mask, h.dtype)
     for i, layer in enumerate(layers):
         if before is not None:
             h = before(i, h)
-        h = layer.forward(h, plan.cis, bias, cache, i, plan.k_start)
-    if cache is not None:
-        cache.length += t
+        h = layer.forward(h, plan.cis, bias, cache, i, plan)
+    if cache is not None and isinstance(plan.write_at, int):
+        cache.length = plan.write_at + t
     return h

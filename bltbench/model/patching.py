@@ -27,15 +27,66 @@ def starts_new_patch(config: PatchingConfig, i: int, entropies: Sequence[float],
     return entropies[i] > config.threshold
 
 
+class PatchState:
+    """The patch bookkeeping every decoding path shares: one start flag per position plus the next
+    (ungenerated) one, the running count of starts, each patch's first position, and what pushing,
+    previewing and truncating entropies does to them. Flags run one position ahead of the entropies:
+    H_i decides whether byte i + 1 opens a patch."""
+
+    def __init__(self, config: PatchingConfig) -> None:
+        self.config = config
+        self.entropies: list[float] = []
+        self.starts: list[bool] = [True]  # position 0 (BOS) opens the first patch
+        self.counts: list[int] = [1]  # starts among flags[0..i]
+        self.begins: list[int] = [0]
+
+    def __len__(self) -> int:
+        """Positions whose entropy is known (flags are known for one more)."""
+        return len(self.entropies)
+
+    def push(self, entropies: Sequence[float]) -> None:
+        """Entropies of the next positions; decides the flags of the bytes after each."""
+        for h in entropies:
+            i = len(self.entropies)
+            self.entropies.append(float(h))
+            new = starts_new_patch(self.config, i, self.entropies, i - self.begins[-1] + 1)
+            self.starts.append(new)
+            self.counts.append(self.counts[-1] + new)
+            if new:
+                self.begins.append(i + 1)
+
+    def complete(self, length: int) -> int:
+        """Patches complete once `length` positions are in: those a later start closes."""
+        return self.counts[length] - 1
+
+    def latent_of(self, position: int) -> int:
+        """The latent the decoder at `position` reads: the patch of byte position + 1, minus one."""
+        return self.counts[position + 1] - 2
+
+    def truncate(self, length: int) -> None:
+        """Forget entropies from `length` on (the flag of byte `length` stays, H_{length-1} set it)."""
+        del self.entropies[length:], self.starts[length + 1 :], self.counts[length + 1 :]
+        while self.begins[-1] > length:
+            self.begins.pop()
+
+    def preview(self, entropies: Sequence[float]) -> list[bool]:
+        """Flags as if `entropies` were pushed; nothing is kept (for bytes a method never ran)."""
+        n = len(self)
+        self.push(entropies)
+        flags = list(self.starts)
+        self.truncate(n)
+        return flags
+
+    def lengths(self, length: int) -> list[int]:
+        """Lengths of the patches covering positions 0..length-1."""
+        return lengths_from_starts(self.starts[:length])
+
+
 def patch_starts(config: PatchingConfig, entropies: Sequence[float], length: int) -> list[bool]:
     """Start flags for positions 0..length: the last flag is the next, not yet generated, byte."""
-    flags = [True]
-    current = 1
-    for i in range(length):
-        new = starts_new_patch(config, i, entropies, current)
-        flags.append(new)
-        current = 1 if new else current + 1
-    return flags
+    state = PatchState(config)
+    state.push(entropies[:length])
+    return state.starts
 
 
 def batch_patch_flags(config: PatchingConfig, entropies: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ class SweepResult:
 
 def _reference(spec: MethodSpec, labels: set[str]) -> str | None:
     """The label of the causal-path greedy run a lossless method must match, if the suite has it."""
-    weights = spec.weights or spec.own_weights
+    weights = spec.runs_on
     label = MethodSpec("blt", weights=None if weights == "blt" else weights).label
     return label if label in labels and label != spec.label else None
 
@@ -81,7 +81,7 @@ def run_suite(
                 else:
                     todo.append(sample)
             if isinstance(task, ScoringTask):
-                weights = spec.weights or spec.own_weights
+                weights = spec.runs_on
                 fresh = []
                 for sample in todo:
                     prior = scored.get((weights, task.name, sample.id))
@@ -128,7 +128,7 @@ def run_suite(
 
 
 def _settings(spec: MethodSpec) -> dict:
-    return {"name": spec.name, "k": spec.k, "weights": spec.weights or spec.own_weights,
+    return {"name": spec.name, "k": spec.k, "weights": spec.runs_on,
             "diffusion": vars(spec.diffusion) if spec.diffusion else None}
 
 

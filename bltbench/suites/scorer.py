@@ -53,7 +53,7 @@ class Scorer:
                  device: str = "cpu") -> None:
         spec.validate(bundle)
         self.bundle, self.spec, self.config, self.device = bundle, spec, config, device
-        self.weights = spec.weights or spec.own_weights
+        self.weights = spec.runs_on
         self.model = bundle.weights(self.weights)
         self.entropy = bundle.require_entropy()
         self._warm = False
