@@ -29,6 +29,7 @@ from bltbench.model.entropy import EntropyModel
 from bltbench.model.ids import EOS
 from bltbench.model.incremental import CallObserver, IncrementalBLT
 
+STEP_MODES = ("eager", "fixed", "compiled")
 COMPILED_CAPACITY_STEP = 256  # compiled sessions round their caches up, so few shapes ever compile
 
 
@@ -57,7 +58,11 @@ class DecodeContext:
     entropy_model: EntropyModel | None
     patching: PatchingConfig
     observer: CallObserver | None = None
-    compile: bool = False
+    steps: str = "eager"  # one-position calls: "eager", "fixed" (fixed shapes, run eagerly) or "compiled"
+
+    def __post_init__(self) -> None:
+        if self.steps not in STEP_MODES:
+            raise BltbenchError(f"unknown step mode {self.steps!r} (choose from {', '.join(STEP_MODES)})")
 
     @property
     def device(self) -> torch.device:
@@ -69,7 +74,7 @@ class DecodeContext:
 
     def capacity(self, request: DecodeRequest, slack: int) -> int:
         needed = len(request.prompt_ids) + request.max_bytes + slack
-        if not self.compile:
+        if self.steps == "eager":
             return needed
         return -(-needed // COMPILED_CAPACITY_STEP) * COMPILED_CAPACITY_STEP
 
@@ -78,8 +83,8 @@ class DecodeContext:
         with the prompt prefilled."""
         prompt = request.prompt_ids
         state = IncrementalBLT(self.model, self.entropy_model, self.patching, self.capacity(request, slack),
-                               self.observer, fixed_steps=self.compile,
-                               compiler=step_compiler(self.device.type) if self.compile else None)
+                               self.observer, fixed_steps=self.steps != "eager",
+                               compiler=step_compiler(self.device.type) if self.steps == "compiled" else None)
         state.write(prompt, 0)
         state.place_patches(len(prompt), "prefill")
         if len(prompt) > 1:

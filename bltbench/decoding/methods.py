@@ -116,9 +116,9 @@ def parse_method(
 
 
 def context(spec: MethodSpec, bundle: ModelBundle, observer: CallObserver | None = None,
-            compile: bool = False) -> DecodeContext:
+            steps: str = "eager") -> DecodeContext:
     """What a method runs on: the weights it names, the bundle's entropy model and patching."""
-    return DecodeContext(bundle.weights(spec.runs_on), bundle.require_entropy(), bundle.config.patching, observer, compile)
+    return DecodeContext(bundle.weights(spec.runs_on), bundle.require_entropy(), bundle.config.patching, observer, steps)
 
 
 def generate(
@@ -129,11 +129,12 @@ def generate(
     sampler: Sampler,
     observer: CallObserver | None = None,
     stop: StopStrings | Iterable[str | bytes] = (),
-    compile: bool = False,
+    steps: str = "eager",
 ) -> Generation:
-    """Run one method; `stop` strings end the output early (cut before the string). `compile` runs
-    the fixed-shape steps through torch.compile (CUDA graphs on a GPU)."""
+    """Run one method; `stop` strings end the output early (cut before the string). `steps` says how
+    one-position calls run: "eager", "fixed" (fixed shapes) or "compiled" (torch.compile of the
+    fixed-shape steps; CUDA graphs on a GPU)."""
     spec.validate(bundle)
     stop = stop if isinstance(stop, StopStrings) else StopStrings(stop)
     request = DecodeRequest(list(prompt_ids), max_bytes, sampler, stop)
-    return lookup(spec.engine).run(context(spec, bundle, observer, compile), request, spec)
+    return lookup(spec.engine).run(context(spec, bundle, observer, steps), request, spec)

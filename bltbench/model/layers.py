@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bltbench.errors import BltbenchError
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
@@ -87,7 +89,7 @@ def apply_rotary(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
     return out if x.dtype == torch.float32 else out.type_as(x)
 
 
-class CacheOverflow(ValueError):
+class CacheOverflow(BltbenchError, ValueError):
     """A request wrote past the positions its caches were preallocated for."""
 
 

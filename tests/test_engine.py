@@ -1,0 +1,158 @@
+"""The decoding engine: host transfers per byte, round and pass; fixed-shape and compiled steps equal
+eager ones; static caches refuse what they were not sized for and roll back cleanly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bltbench.decoding.core import REGISTRY, DecodeContext, lookup
+from bltbench.decoding.sampling import Sampler, SamplingConfig
+from bltbench.errors import BltbenchError
+from bltbench.model.ids import encode_prompt
+from bltbench.model.layers import CacheOverflow
+from conftest import decode, session
+
+PROMPT = encode_prompt(b"Host transfers are what a GPU waits on.")
+TRANSFERS = ("item", "tolist", "__int__", "__float__", "__bool__", "__index__")
+
+
+class TransferCounter:
+    """Counts every way a tensor's value can reach Python while it is installed."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.count = 0
+        for name in TRANSFERS:
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _original=original, **kwargs):
+                self.count += 1
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+def _transfers(monkeypatch, bundle, method: str, n: int, sampler: SamplingConfig = SamplingConfig(suppress_eos=True)):
+    decode(bundle, method, PROMPT, 4)  # first calls build caches of fused weights; not decoding
+    counter = TransferCounter(monkeypatch)
+    g = decode(bundle, method, PROMPT, n, Sampler(sampler))
+    monkeypatch.undo()
+    prefill = 1 if bundle.config.patching.mode == "entropy" else 0  # the prompt's entropies, before any byte
+    return g, counter.count - prefill
+
+
+@pytest.mark.parametrize("variant", [0, 3])  # entropy patching, and static patching (no entropy model)
+@pytest.mark.parametrize("sampling", [SamplingConfig(suppress_eos=True), SamplingConfig(temperature=0.8, suppress_eos=True)])
+def test_blt_moves_one_value_set_per_byte_to_the_host(monkeypatch, micro_variants, variant, sampling):
+    g, transfers = _transfers(monkeypatch, micro_variants[variant], "blt", 40, sampling)
+    assert len(g.output_ids) == 40 and transfers == 40
+
+
+@pytest.mark.parametrize("k", [1, 4, 8])
+def test_blt_s_moves_two_per_round(monkeypatch, micro, k):
+    g, transfers = _transfers(monkeypatch, micro, f"blt-s-{k}", 40)
+    assert len(g.output_ids) == 40
+    assert transfers == 2 * g.extras["verify_rounds"]  # the verified positions' entropies; the acceptance
+
+
+def test_blt_s_sampling_moves_two_per_round(monkeypatch, micro):
+    g, transfers = _transfers(monkeypatch, micro, "blt-s-4", 30, SamplingConfig(temperature=1.0, suppress_eos=True))
+    assert transfers == 2 * g.extras["verify_rounds"]
+
+
+@pytest.mark.parametrize("method", ["blt-d-4@confidence=0.5", "blt-d-8@entropy=1.5", "blt-d-16@eb=1.0"])
+def test_blt_d_moves_one_per_pass_and_one_per_finished_block(monkeypatch, micro, method):
+    g, transfers = _transfers(monkeypatch, micro, method, 40)
+    block = int(method.split("-")[2].split("@")[0])
+    blocks = math.ceil(40 / block)
+    assert transfers == g.extras["decoder_passes"] + blocks - 1  # the last block's entropies are never read
+
+
+@pytest.mark.parametrize("block", [4, 8])
+def test_blt_dv_moves_at_most_two_per_round(monkeypatch, micro, block):
+    g, transfers = _transfers(monkeypatch, micro, f"blt-dv-{block}", 40)
+    rounds = g.extras["verify_rounds"]
+    assert 2 * rounds - 1 <= transfers <= 2 * rounds  # a last one-byte round is a plain step: one
+
+
+def test_the_counter_sees_a_transfer():
+    """The counter has power: a decode that reads each byte with int() twice is caught."""
+    mp = pytest.MonkeyPatch()
+    counter = TransferCounter(mp)
+    x = torch.tensor([3.0])
+    int(x), float(x), x.tolist(), x.item(), bool(x)
+    mp.undo()
+    assert counter.count == 5
+
+
+METHODS = ["blt", "blt-s-1", "blt-s-8", "blt-d-4@confidence=0.5", "blt-d-8@entropy=1.5", "blt-dv-4", "blt-dv-8"]
+
+
+@pytest.mark.parametrize("variant", range(4))
+@pytest.mark.parametrize("method", ["blt", "blt-s-4", "blt-d-4@confidence=0.5", "blt-d-8@entropy=1.5", "blt-dv-4"])
+def test_fixed_shape_steps_equal_eager_steps(micro_variants, variant, method):
+    """The steps compile traces (positions as device tensors, attention over the whole buffer under a
+    mask) decode exactly what the eager steps decode."""
+    bundle = micro_variants[variant]
+    for sampling in (SamplingConfig(), SamplingConfig(temperature=0.9, top_p=0.9, seed=3)):
+        eager = decode(bundle, method, PROMPT, 40, Sampler(sampling))
+        fixed = decode(bundle, method, PROMPT, 40, Sampler(sampling), steps="fixed")
+        assert fixed.output_ids == eager.output_ids
+        assert fixed.patch_lengths == eager.patch_lengths
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_compiled_greedy_equals_eager(micro, method):
+    eager = decode(micro, method, PROMPT, 48)
+    compiled = decode(micro, method, PROMPT, 48, steps="compiled")
+    assert compiled.output_ids == eager.output_ids and len(eager.output_ids) > 0
+    assert compiled.patch_lengths == eager.patch_lengths
+
+
+@torch.inference_mode()
+def test_a_request_longer_than_its_preallocation_is_one_clear_error(micro):
+    state = session(micro, capacity=len(PROMPT))
+    state.append(PROMPT[:-2])
+    with pytest.raises(CacheOverflow, match="preallocated"):
+        state.append(PROMPT[-2:] + [70])
+    assert issubclass(CacheOverflow, BltbenchError)  # the CLI prints it as one line
+    full = session(micro, capacity=len(PROMPT) + 1)
+    full.append(PROMPT)
+    with pytest.raises(CacheOverflow):
+        full.draft(torch.tensor([70]))
+        full.draft(torch.tensor([71]))
+    fixed = session(micro, capacity=len(PROMPT), fixed_steps=True)
+    fixed.append(PROMPT)
+    with pytest.raises(CacheOverflow):
+        fixed.draft(torch.tensor([70]))
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("fixed_steps", [False, True])
+def test_fixed_step_rollback_hides_a_rejected_draft(micro, fixed_steps):
+    """Static caches keep a rejected draft's entries past the rolled-back length; fixed-shape steps
+    read the whole buffer, so only their masks keep those entries out."""
+    ids = encode_prompt(b"Rollback under fixed shapes: stale keys stay in the buffer, masked.")
+    state = session(micro, len(ids) + 12, fixed_steps=fixed_steps)
+    state.append(ids[:30])
+    state.append([200 + i for i in range(10)])  # a verify pass over a bad draft, then rejected
+    for x in (90, 91, 92):
+        state.draft(torch.tensor([x]))
+    state.discard_draft()
+    state.truncate(30)
+    resumed = torch.cat([state.append([x]) for x in ids[30:]])
+    fresh = session(micro, len(ids)).append(ids)[30:]
+    torch.testing.assert_close(resumed, fresh, atol=1e-4, rtol=0)
+
+
+def test_the_registry_names_every_method_and_refuses_others():
+    assert {"blt", "blt-recompute", "blt-s", "blt-d", "blt-dv"} <= set(REGISTRY)
+    assert lookup("blt-s").weights == "blt" and lookup("blt-d").weights == "blt-d"
+    assert not lookup("blt-d").lossless and lookup("blt-dv").lossless
+    with pytest.raises(BltbenchError, match="choose from blt, blt-recompute, blt-s"):
+        lookup("blt-x")
+    with pytest.raises(BltbenchError, match="step mode"):
+        DecodeContext(None, None, None, steps="graphs")
