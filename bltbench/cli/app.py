@@ -36,6 +36,10 @@ def _device(device: str) -> str:
     return device
 
 
+def _steps(compile: bool) -> str:
+    return "compiled" if compile else "eager"
+
+
 @app.command("generate")
 def generate_cmd(
     model: str = typer.Option(..., "--model", help="random:PRESET[:SEED], a bundled model name, or a checkpoint folder."),
@@ -57,6 +61,7 @@ def generate_cmd(
     top_p: Optional[float] = typer.Option(None, "--top-p"),
     project: Optional[str] = typer.Option(None, "--project", help="Also price the NFE trace as these presets (comma-separated, e.g. blt-1b,blt-7b)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    compile: bool = typer.Option(False, "--compile", help="Run one-position steps through torch.compile (CUDA graphs on a GPU)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Generate bytes from a prompt, metered."""
@@ -78,7 +83,8 @@ def generate_cmd(
     data = read_prompt(prompt, prompt_file)
     dev = _device(device)
     bundle = load_model(model, dev)
-    result = measure(spec, bundle, encode_prompt(data), max_bytes, sampling, dev, projections, stop=tuple(stop))
+    result = measure(spec, bundle, encode_prompt(data), max_bytes, sampling, dev, projections, stop=tuple(stop),
+                     steps=_steps(compile))
     if as_json:
         record = {"model": bundle.source, "recompute": recompute, **result.to_json()}
         typer.echo(json.dumps(record, ensure_ascii=False))
@@ -112,6 +118,7 @@ def compare_cmd(
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the table as CSV."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON."),
     device: str = typer.Option("cpu", "--device"),
+    compile: bool = typer.Option(False, "--compile", help="Run one-position steps through torch.compile (CUDA graphs on a GPU)."),
 ) -> None:
     """Run several methods on the same prompts and compare NFEs, bandwidth, exact match and speed."""
     from bltbench.decoding.sampling import SamplingConfig
@@ -131,7 +138,7 @@ def compare_cmd(
     bundle = load_model(model, dev)
     console = _console()
     with console.status("comparing") as status:
-        rows = compare(bundle, specs, prompts, max_bytes, sampling, dev, projections, status.update)
+        rows = compare(bundle, specs, prompts, max_bytes, sampling, dev, projections, status.update, _steps(compile))
     console.print(_compare_table(rows, bundle.source, len(prompts), max_bytes, projections))
     _write_rows(rows, csv_path, json_path, console)
 
@@ -348,6 +355,7 @@ def run_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Defaults to $BLTBENCH_DATA."),
     device: str = typer.Option("cpu", "--device"),
+    compile: bool = typer.Option(False, "--compile", help="Run one-position steps through torch.compile (CUDA graphs on a GPU)."),
 ) -> None:
     """Sweep a suite's methods over its tasks; records, summary and where they went."""
     import time
@@ -371,7 +379,7 @@ def run_cmd(
         result = run_suite(
             suite, folder, limit, resume, _device(device), str(data_dir) if data_dir else None,
             on_sample=lambda what: progress.update(bar, advance=1, last=what),
-            on_plan=lambda total: progress.update(bar, total=total),
+            on_plan=lambda total: progress.update(bar, total=total), compile=compile,
         )
     console.print(f"{result.written} samples written, {result.skipped} already done")
     console.print(f"results: {folder / 'records.jsonl'}")

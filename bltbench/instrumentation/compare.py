@@ -91,6 +91,7 @@ def compare(
     device: str = "cpu",
     projections: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
+    steps: str = "eager",
 ) -> list[CompareRow]:
     """Every method on every prompt. Reductions are against `blt` on BLT weights (the paper's baseline);
     exact matches are against greedy decoding of the method's own causal path (BLT for blt / blt-s,
@@ -108,7 +109,8 @@ def compare(
             if progress:
                 progress(f"{spec.label}: prompt {i + 1}/{len(prompts)}")
             runs[spec.label].append(
-                measure(spec, bundle, encode_prompt(prompt.encode()), max_bytes, sampling, device, projections)
+                measure(spec, bundle, encode_prompt(prompt.encode()), max_bytes, sampling, device, projections,
+                        steps=steps)
             )
     base = runs[baseline.label]
     base_bytes, base_gb, _, _ = _totals(base)

@@ -13,8 +13,9 @@ from bltbench.instrumentation.meter import Meter
 from bltbench.instrumentation.params import ComponentParams, component_params, profile
 from bltbench.instrumentation.timing import timed
 from bltbench.model.bundle import ModelBundle
+from bltbench.model.ids import OFFSET
 
-_warmed: set[tuple[str, str]] = set()
+_warmed: set[tuple] = set()
 
 
 @dataclass
@@ -71,12 +72,21 @@ def own_params(bundle: ModelBundle) -> ComponentParams:
     return component_params(bundle.config, bundle.source)
 
 
-def warm_up(spec: MethodSpec, bundle: ModelBundle, device: str) -> None:
-    """One short untimed run per (model, method) and process: first calls pay allocation and
-    kernel-selection costs that are not decoding."""
-    key = (bundle.source, spec.label)
+WARM_UP_BYTES = 4
+
+
+def warm_up(spec: MethodSpec, bundle: ModelBundle, device: str, steps: str = "eager",
+            prompt_ids: list[int] | None = None, max_bytes: int = 0) -> None:
+    """One short untimed run per (model, method, step mode) and process: first calls pay allocation
+    and kernel-selection costs that are not decoding. Compiled steps compile once per cache size, so
+    they warm up on a request of the timed one's length (its prompt, grown to prompt + budget)."""
+    prompt = [1, 72, 105]
+    if steps == "compiled" and prompt_ids is not None:
+        length = max(len(prompt_ids), len(prompt_ids) + max_bytes - WARM_UP_BYTES)
+        prompt = (list(prompt_ids) + [OFFSET + 32] * length)[:length]
+    key = (bundle.source, spec.label, steps, len(prompt) if steps == "compiled" else None)
     if key not in _warmed:
-        generate(spec, bundle, [1, 72, 105], 4, Sampler(SamplingConfig(), device))
+        generate(spec, bundle, prompt, WARM_UP_BYTES, Sampler(SamplingConfig(), device), steps=steps)
         _warmed.add(key)
 
 
@@ -90,12 +100,13 @@ def measure(
     projections: tuple[str, ...] = (),
     meter_enabled: bool = True,
     stop: tuple[str, ...] = (),
+    steps: str = "eager",
 ) -> Measurement:
-    warm_up(spec, bundle, device)
+    warm_up(spec, bundle, device, steps, prompt_ids, max_bytes)
     meter = Meter()
     observer = meter if meter_enabled else None  # switched off: no observer at all
     sampler = Sampler(sampling, device)
-    result, wall = timed(lambda: generate(spec, bundle, prompt_ids, max_bytes, sampler, observer, stop), device)
+    result, wall = timed(lambda: generate(spec, bundle, prompt_ids, max_bytes, sampler, observer, stop, steps), device)
     calls = meter.generation()
     return Measurement(
         method=spec.label,

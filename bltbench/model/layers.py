@@ -51,41 +51,43 @@ def fused_weight(owner: nn.Module, *linears: nn.Linear) -> torch.Tensor:
 class Rotary(nn.Module):
     """RoPE in the interleaved-pair convention: pair (x[2i], x[2i+1]) rotated by pos * theta^(-2i/D).
 
-    Angles are computed in fp32 and kept as unit complex numbers in a table; decoding builds it once to
-    its request's full length.
+    Angles are computed in fp32; the table holds their (cos, sin) as real numbers [L, D/2, 2] (real
+    arithmetic compiles everywhere, complex does not), and decoding builds it once to its request's
+    full length.
     """
 
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self._cis = torch.empty(0, dtype=torch.complex64)
+        self._table = torch.empty(0, head_dim // 2, 2)
 
     def table(self, length: int, device: torch.device) -> torch.Tensor:
-        if self._cis.shape[0] < length or self._cis.device != device:
-            size = max(length, 2 * self._cis.shape[0], 256)
+        if self._table.shape[0] < length or self._table.device != device:
+            size = max(length, 2 * self._table.shape[0], 256)
             angles = torch.outer(torch.arange(size, dtype=torch.float32, device=device), self.inv_freq.to(device))
-            self._cis = torch.polar(torch.ones_like(angles), angles)
-        return self._cis
+            self._table = torch.view_as_real(torch.polar(torch.ones_like(angles), angles)).contiguous()
+        return self._table
 
     def span(self, start: int, length: int, device: torch.device) -> torch.Tensor:
-        """Complex rotations [length, D/2] for positions [start, start + length)."""
+        """Rotations [length, D/2, 2] for positions [start, start + length)."""
         return self.table(start + length, device)[start : start + length]
 
     def at(self, positions: torch.Tensor) -> torch.Tensor:
-        """Complex rotations [..., D/2] for arbitrary integer positions [...]."""
+        """Rotations [..., D/2, 2] for arbitrary integer positions [...]."""
         return self.table(int(positions.max()) + 1, positions.device)[positions]
 
 
 def apply_rotary(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
-    """x: [B, T, ..., D] with positions on dim 1; cis: [T, D/2] or [B, T, D/2] complex."""
+    """x: [B, T, ..., D] with positions on dim 1; cis: [T, D/2, 2] or [B, T, D/2, 2] (cos, sin)."""
     middle = (1,) * (x.dim() - 3)
-    if cis.dim() == 2:
-        shape = (cis.shape[0],) + middle + (cis.shape[1],)
-    else:
-        shape = (cis.shape[0], cis.shape[1]) + middle + (cis.shape[2],)
+    lead = cis.shape[:-2]
+    shape = (lead[0],) + middle + (cis.shape[-2],) if len(lead) == 1 else (lead[0], lead[1]) + middle + (cis.shape[-2],)
+    cos, sin = cis[..., 0].reshape(shape), cis[..., 1].reshape(shape)
     xf = x if x.dtype == torch.float32 else x.float()
-    out = torch.view_as_real(torch.view_as_complex(xf.reshape(*x.shape[:-1], -1, 2)) * cis.view(shape)).flatten(-2)
+    pairs = xf.reshape(*x.shape[:-1], -1, 2)
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
     return out if x.dtype == torch.float32 else out.type_as(x)
 
 

@@ -5,6 +5,7 @@
     methods: [blt, blt-s-8, blt-d-8@confidence=0.7, blt-dv-8]
     sampling: {temperature: 0.0}    # default for every task
     project: [blt-1b, blt-7b]       # also price every trace at these sizes
+    compile: false                  # run one-position steps through torch.compile (CUDA graphs on a GPU)
     tasks:
       - {name: flores-fr-en, limit: 4, max_bytes: 128}
       - {name: diversity, limit: 4, sampling: {temperature: 1.0, top_p: 0.9}}
@@ -28,7 +29,7 @@ from bltbench.instrumentation.params import profile
 from bltbench.suites.tasks.base import ScoringTask
 from bltbench.suites.tasks.registry import get_task
 
-SUITE_FIELDS = {"name", "model", "methods", "sampling", "project", "tasks", "data_dir", "description"}
+SUITE_FIELDS = {"name", "model", "methods", "sampling", "project", "tasks", "data_dir", "description", "compile"}
 TASK_FIELDS = {"name", "limit", "max_bytes", "sampling"}
 SAMPLING_FIELDS = {"temperature", "top_p", "top_k", "seed"}
 
@@ -50,6 +51,7 @@ class Suite:
     project: tuple[str, ...] = ()
     data_dir: str | None = None
     source: dict = field(default_factory=dict, compare=False)
+    compile: bool = False
 
 
 def _sampling(raw: Any, where: str, base: SamplingConfig | None = None) -> SamplingConfig:
@@ -122,8 +124,11 @@ def parse_suite(raw: Any, where: str) -> Suite:
             profile(str(name))
     except BltbenchError as exc:
         raise BltbenchError(f"{where}: {exc}") from None
+    compile = raw.get("compile", False)
+    if not isinstance(compile, bool):
+        raise BltbenchError(f"{where}: compile must be true or false, got {compile!r}")
     return Suite(str(raw["name"]), str(raw["model"]), methods, tuple(tasks), tuple(map(str, project)),
-                 raw.get("data_dir"), raw)
+                 raw.get("data_dir"), raw, compile)
 
 
 def load_suite(path: Path) -> Suite:

@@ -54,7 +54,11 @@ def run_suite(
     data_dir: str | None = None,
     on_sample: Callable[[str], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
+    compile: bool = False,
 ) -> SweepResult:
+    """Every method over every task's samples; `compile` (or the suite's `compile: true`) runs
+    one-position steps compiled."""
+    steps = "compiled" if compile or suite.compile else "eager"
     data = DataSource(data_dir or suite.data_dir)
     plan: list[tuple[object, object, list[Sample]]] = []
     for entry in suite.tasks:
@@ -93,7 +97,7 @@ def run_suite(
                     if on_sample:
                         on_sample(f"{spec.label} {task.name}")
                 if fresh:
-                    scorer = scorer or Scorer(bundle, spec, device=device)
+                    scorer = scorer or Scorer(bundle, spec, device=device, steps=steps)
                     for result in task.evaluate(scorer, fresh):
                         record = _scoring_record(spec, task, result, bundle, suite.project)
                         store.append(record)
@@ -105,7 +109,7 @@ def run_suite(
             budget = entry.max_bytes or task.max_bytes
             for sample in todo:
                 m = measure(spec, bundle, encode_prompt(sample.prompt.encode()), budget, entry.sampling, device, suite.project,
-                            stop=task.stop)
+                            stop=task.stop, steps=steps)
                 completion = task.postprocess(m.generation.text)
                 record = {
                     "method": spec.label,

@@ -50,9 +50,9 @@ def cut_at(text: str, stops: list[str] | tuple[str, ...]) -> str:
 
 class Scorer:
     def __init__(self, bundle: ModelBundle, spec: MethodSpec, config: ScoringConfig = ScoringConfig(),
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", steps: str = "eager") -> None:
         spec.validate(bundle)
-        self.bundle, self.spec, self.config, self.device = bundle, spec, config, device
+        self.bundle, self.spec, self.config, self.device, self.steps = bundle, spec, config, device, steps
         self.weights = spec.runs_on
         self.model = bundle.weights(self.weights)
         self.entropy = bundle.require_entropy()
@@ -114,7 +114,8 @@ class Scorer:
         usage = usage if usage is not None else Usage()
         stop = tuple(s for s in stop if s)
         result, wall = timed(lambda: generate(self.spec, self.bundle, encode_prompt(context), max_bytes,
-                                              Sampler(sampling, self.device), usage.calls.append, stop), self.device)
+                                              Sampler(sampling, self.device), usage.calls.append, stop, self.steps),
+                             self.device)
         usage.bytes_generated += len(result.output_ids)
         usage.wall_s += wall
         return cut_at(result.text, stop)
