@@ -114,11 +114,24 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 
 def test_bench_decode_runs_both_modes_side_by_side(capsys):
     code, out, err = run_cli(capsys, "bench", "decode", "--model", "random:tiny", "--lengths", "4,8",
-                             "--prompt", "short prompt")
+                             "--prompt", "short prompt", "--modes", "eager,recompute", "--ops")
     assert code == 0, err
-    assert "cached / recompute" in out and "per-byte cost" in out
+    assert "eager / recompute" in out and "per-byte cost" in out and "threads" in out
     rows = [line for line in out.splitlines() if re.match(r"│\s+(4|8) │", line)]
     assert len(rows) == 2 and all("yes" in r for r in rows), out
+    ops = re.search(r"aten operators per cached step, eager: (\d+)", out)
+    assert ops and 100 < int(ops.group(1)) < 20000, out
+    code, _, err = run_cli(capsys, "bench", "decode", "--modes", "eager,graphs")
+    assert code == 2 and "unknown mode graphs" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_bench_decode_compiled_matches_eager(capsys):
+    code, out, err = run_cli(capsys, "bench", "decode", "--model", "random:tiny", "--lengths", "8",
+                             "--prompt", "short prompt", "--modes", "eager,compiled")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if re.match(r"│\s+8 │", line)]
+    assert len(rows) == 1 and "yes" in rows[0], out
 
 
 def test_bench_train_prints_batch_sizes_side_by_side(capsys, tmp_path):

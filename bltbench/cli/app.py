@@ -437,16 +437,25 @@ def bench_decode(
     recompute_max: int = typer.Option(1024, "--recompute-max", help="Skip recompute above this many bytes."),
     prompts: str = typer.Option("short,few-shot", "--prompts", help="Built-in prompts to run: short, few-shot."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="A prompt of your own instead of the built-in ones."),
+    modes: str = typer.Option("eager,compiled,recompute", "--modes",
+                              help="Comma-separated: eager (cached steps), compiled (cached, torch.compile), recompute."),
+    ops: bool = typer.Option(False, "--ops", help="Also count aten operators per cached step (eager and compiled)."),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """Cached vs --recompute BLT decoding: bytes/s and ratios at several lengths (greedy, EOS suppressed)."""
+    """Cached (eager and compiled steps) vs --recompute BLT decoding: bytes/s and ratios at several
+    lengths, side by side in one process (greedy, EOS suppressed)."""
+    import torch
     from rich.table import Table
 
     from bltbench.cli.prompts import read_prompt
-    from bltbench.instrumentation.bench import PROMPTS, decode_benchmark
+    from bltbench.instrumentation.bench import MODES, PROMPTS, decode_benchmark, ops_per_step
     from bltbench.model.checkpoint import load_model
 
     sizes = _positive_ints(lengths, "--lengths")
+    chosen_modes = tuple(m.strip() for m in modes.split(",") if m.strip())
+    bad = [m for m in chosen_modes if m not in MODES]
+    if bad or not chosen_modes:
+        raise BltbenchError(f"unknown mode {', '.join(bad) or repr(modes)} (choose from {', '.join(MODES)})")
     if prompt is not None:
         chosen = {"custom": read_prompt(prompt, None)}
     else:
@@ -458,26 +467,32 @@ def bench_decode(
     dev = _device(device)
     bundle = load_model(model, dev)
     console = _console()
+    cached = [m for m in chosen_modes if m != "recompute"]
     for name, data in chosen.items():
         with console.status(f"benchmarking ({name} prompt)") as status:
-            rows = decode_benchmark(bundle, sizes, data, recompute_max, dev, progress=lambda m: status.update(m))
-        table = Table(title=f"BLT decode, {bundle.source}, {dev}, {name} prompt ({len(data)} bytes)")
-        for col in ("new bytes", "cached B/s", "recompute B/s", "cached / recompute", "same output"):
-            table.add_column(col, justify="right")
+            rows = decode_benchmark(bundle, sizes, data, recompute_max, dev, lambda m: status.update(m), chosen_modes)
+        table = Table(title=f"BLT decode, {bundle.source}, {dev}, {torch.get_num_threads()} threads, "
+                            f"{name} prompt ({len(data)} bytes)")
+        table.add_column("new bytes", justify="right")
+        for mode in chosen_modes:
+            table.add_column(f"{mode} B/s", justify="right")
+        for mode in cached:
+            if "recompute" in chosen_modes:
+                table.add_column(f"{mode} / recompute", justify="right")
+        table.add_column("same output", justify="right")
         for r in rows:
-            table.add_row(
-                str(r.new_bytes),
-                f"{r.cached_bytes_per_s:.1f}",
-                "-" if r.recompute_bytes_per_s is None else f"{r.recompute_bytes_per_s:.1f}",
-                "-" if r.speedup is None else f"{r.speedup:.1f}x",
-                "-" if r.same_output is None else ("yes" if r.same_output else "NO"),
-            )
+            speeds = [f"{r.bytes_per_s[m]:.1f}" if m in r.bytes_per_s else "-" for m in chosen_modes]
+            ratios = [f"{r.speedup(m):.1f}x" if r.speedup(m) else "-" for m in cached if "recompute" in chosen_modes]
+            same = "-" if r.same_output is None else ("yes" if r.same_output else "NO")
+            table.add_row(str(r.new_bytes), *speeds, *ratios, same)
         console.print(table)
         first, last = rows[0], rows[-1]
-        console.print(
-            f"per-byte cost, {name} prompt: cached B/s at {last.new_bytes} / at {first.new_bytes} = "
-            f"{last.cached_bytes_per_s / first.cached_bytes_per_s:.2f}"
-        )
+        for mode in cached:
+            console.print(f"per-byte cost, {name} prompt, {mode}: B/s at {last.new_bytes} / at {first.new_bytes} = "
+                          f"{last.bytes_per_s[mode] / first.bytes_per_s[mode]:.2f}")
+    if ops:
+        for mode in cached:
+            console.print(f"aten operators per cached step, {mode}: {ops_per_step(bundle, mode):.0f}")
 
 
 @bench_app.command("meter")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from bltbench.profiling import count_ops
 from bltbench.training.trainer import TrainConfig, Trainer
 
 
@@ -28,15 +29,6 @@ class TrainBenchRow:
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def count_ops(step: Callable[[], object]) -> int:
-    """aten operators dispatched by one call of `step` (views included: each costs dispatch time)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
 
 
 def train_benchmark(
