@@ -84,7 +84,8 @@ class DecodeContext:
         prompt = request.prompt_ids
         state = IncrementalBLT(self.model, self.entropy_model, self.patching, self.capacity(request, slack),
                                self.observer, fixed_steps=self.steps != "eager",
-                               compiler=step_compiler(self.device.type) if self.steps == "compiled" else None)
+                               compiler=step_compiler(self.device.type) if self.steps == "compiled" else None,
+                               reuse_buffers=self.steps == "compiled")
         state.write(prompt, 0)
         state.place_patches(len(prompt), "prefill")
         if len(prompt) > 1:

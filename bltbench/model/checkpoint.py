@@ -9,6 +9,7 @@ Plus `random:PRESET[:SEED]` for deterministic random weights, and bundled model 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -39,15 +40,22 @@ COMPONENT_FILES = {"blt": "blt.safetensors", "blt_d": "blt_d.safetensors", "entr
 
 
 # -- random weights ----------------------------------------------------------------------------
-def random_bundle(preset_name: str, seed: int = 0) -> ModelBundle:
+def random_bundle(preset_name: str, seed: int = 0, hash_buckets: int | None = None, dtype: torch.dtype | None = None,
+                  with_blt_d: bool = True) -> ModelBundle:
+    """Deterministic random weights of a preset. `hash_buckets` cuts the hash tables (a large preset's
+    dense dims then fit a small machine), `dtype` casts after the fp32 initialisation."""
     config = preset(preset_name)
-    blt = ByteLatentTransformer(config)
-    init_weights(blt, seed)
-    entropy = EntropyModel(config.entropy)
-    init_weights(entropy, seed + 1_000_003)
-    blt_d = BlockDiffusionBLT(config)
-    init_weights(blt_d, seed + 2_000_003)
-    return ModelBundle(config, blt.eval(), entropy.eval(), f"random:{preset_name}:{seed}", "random", blt_d.eval())
+    if hash_buckets is not None:
+        config = dataclasses.replace(config, hash_buckets=hash_buckets)
+
+    def build(module, offset):
+        init_weights(module, seed + offset)
+        return (module if dtype is None else module.to(dtype)).eval()
+
+    blt = build(ByteLatentTransformer(config), 0)
+    entropy = build(EntropyModel(config.entropy), 1_000_003)
+    blt_d = build(BlockDiffusionBLT(config), 2_000_003) if with_blt_d else None
+    return ModelBundle(config, blt, entropy, f"random:{preset_name}:{seed}", "random", blt_d)
 
 
 def _parse_random(spec: str) -> ModelBundle:

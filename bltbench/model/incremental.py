@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import weakref
+
 import torch
 
 from bltbench.model.blt import ByteLatentTransformer
@@ -97,6 +99,49 @@ class StepFunctions:
             s.latent_cache.values[i].index_copy_(2, index, v)
 
 
+def _allocate(state: "IncrementalBLT") -> dict[str, object]:
+    """Every buffer a session writes, preallocated for its capacity. A patch holds at least one byte,
+    so the capacity bounds the patches as well as the positions."""
+    model, capacity, device = state.model, state.capacity, state.device
+    entropy = state.entropy_model
+    return {
+        "ids": torch.full((1, state.hash_context + capacity), BOE, dtype=torch.long, device=device),
+        "enc_cache": model.local_encoder.new_cache(capacity),
+        "glob_cache": model.global_transformer.new_cache(capacity),
+        "dec_cache": model.local_decoder.new_cache(capacity),
+        "latent_cache": model.local_decoder.new_latent_cache(capacity * state.k),
+        "ent_cache": entropy.new_cache(capacity) if entropy is not None else None,
+        "enc_states": torch.zeros(1, capacity, model.config.d_local, dtype=state.dtype, device=device),
+        "window_offsets": torch.arange(state.hash_context + 1, device=device),
+        "slot_offsets": torch.arange(state.k, device=device),
+        "pos": torch.zeros(1, dtype=torch.long, device=device),
+        "latent": torch.zeros(1, dtype=torch.long, device=device),
+        "zero_patch": torch.zeros(1, capacity, dtype=torch.long, device=device),
+    }
+
+
+_SHARED: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _shared_buffers(state: "IncrementalBLT") -> dict[str, object]:
+    """Buffers kept per (model, entropy model, capacity) and handed to every later session of that
+    size, as gpt-fast sets its caches up once: compiled steps (and CUDA graphs, which replay fixed
+    addresses) then serve every request. Sessions of one model run one at a time."""
+    per_model = _SHARED.setdefault(state.model, {})
+    key = (id(state.entropy_model), state.capacity, state.device, state.dtype)
+    if key not in per_model:
+        buffers = _allocate(state)
+        if state.device.type == "cuda":
+            for cache in (buffers["enc_cache"], buffers["glob_cache"], buffers["dec_cache"], buffers["latent_cache"],
+                          buffers["ent_cache"]):
+                for t in ([] if cache is None else cache.keys + cache.values):
+                    torch._dynamo.mark_static_address(t)
+            for name in ("ids", "enc_states", "pos", "latent"):
+                torch._dynamo.mark_static_address(buffers[name])
+        per_model[key] = buffers
+    return per_model[key]
+
+
 class IncrementalBLT:
     def __init__(
         self,
@@ -107,6 +152,7 @@ class IncrementalBLT:
         observer: CallObserver | None = None,
         fixed_steps: bool = False,
         compiler: Callable | None = None,
+        reuse_buffers: bool = False,
     ) -> None:
         if patching.mode == "entropy" and entropy_model is None:
             raise ValueError("entropy patching needs an entropy model")
@@ -120,24 +166,17 @@ class IncrementalBLT:
         self.hash_context = max(c.hash_sizes) - 1
         self.device = model.local_decoder.output.weight.device
         self.dtype = model.local_decoder.output.weight.dtype
-        self.ids = torch.full((1, self.hash_context + capacity), BOE, dtype=torch.long, device=self.device)
         self.length = 0  # positions run through encoder and decoder (committed)
         self.drafted = 0  # draft positions beyond them (BLT-S)
         self.n_latents = 0
-        # A patch holds at least one byte, so `capacity` bounds the patches as well as the positions.
-        self.enc_cache = model.local_encoder.new_cache(capacity)
-        self.glob_cache = model.global_transformer.new_cache(capacity)
-        self.dec_cache = model.local_decoder.new_cache(capacity)
-        self.latent_cache = model.local_decoder.new_latent_cache(capacity * self.k)
-        self.ent_cache = self.entropy_model.new_cache(capacity) if self.entropy_model is not None else None
-        self.enc_states = torch.zeros(1, capacity, c.d_local, dtype=self.dtype, device=self.device)
+        buffers = _shared_buffers(self) if reuse_buffers else _allocate(self)
+        for name, value in buffers.items():
+            setattr(self, name, value)
+        for cache in (self.enc_cache, self.glob_cache, self.dec_cache, self.latent_cache, self.ent_cache):
+            if cache is not None:
+                cache.length = 0
         for rope in self._ropes():
             rope.table(capacity, self.device)
-        self.window_offsets = torch.arange(self.hash_context + 1, device=self.device)
-        self.slot_offsets = torch.arange(self.k, device=self.device)
-        self.pos = torch.zeros(1, dtype=torch.long, device=self.device)
-        self.latent = torch.zeros(1, dtype=torch.long, device=self.device)
-        self.zero_patch = torch.zeros(1, capacity, dtype=torch.long, device=self.device)
         self.steps = StepFunctions(self, compiler) if fixed_steps else None
 
     def _ropes(self):
