@@ -152,7 +152,7 @@ def test_the_registry_names_every_method_and_refuses_others():
     assert {"blt", "blt-recompute", "blt-s", "blt-d", "blt-dv"} <= set(REGISTRY)
     assert lookup("blt-s").weights == "blt" and lookup("blt-d").weights == "blt-d"
     assert not lookup("blt-d").lossless and lookup("blt-dv").lossless
-    with pytest.raises(BltbenchError, match="choose from blt, blt-recompute, blt-s"):
+    with pytest.raises(BltbenchError, match="choose from blt, blt-d, blt-dv, blt-recompute, blt-s"):
         lookup("blt-x")
     with pytest.raises(BltbenchError, match="step mode"):
         DecodeContext(None, None, None, steps="graphs")

@@ -191,5 +191,5 @@ def register(name: str, weights: str = "blt", lossless: bool = True, slack: Call
 
 def lookup(name: str) -> Method:
     if name not in REGISTRY:
-        raise BltbenchError(f"unknown method {name!r} (choose from {', '.join(REGISTRY)})")
+        raise BltbenchError(f"unknown method {name!r} (choose from {', '.join(sorted(REGISTRY))})")
     return REGISTRY[name]

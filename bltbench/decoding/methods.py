@@ -23,7 +23,8 @@ from bltbench.errors import BltbenchError
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.incremental import CallObserver
 
-METHODS = tuple(name for name in REGISTRY if not name.endswith("-recompute"))  # what a user can name
+METHODS = ("blt", "blt-s", "blt-d", "blt-dv")  # what a user can name; each is in the registry
+assert all(name in REGISTRY for name in METHODS)
 MAX_DRAFT = 64
 SAMPLER_ALIASES = {"confidence": "confidence", "conf": "confidence", "entropy": "entropy", "eb": "eb"}
 

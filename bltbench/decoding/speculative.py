@@ -75,7 +75,7 @@ def decode_speculative(ctx: DecodeContext, request: DecodeRequest, spec) -> Gene
     sampler = request.sampler
     state = ctx.session(request, slack=spec.k + 1)
     out = Output(request)
-    pending = torch.tensor([request.prompt_ids[-1]], device=ctx.device)
+    pending = state.id_at(state.length)  # the prompt's last byte
     while not out.done:
         base = state.length  # the pending byte's position
         n = min(spec.k, out.room - 1)  # never draft past what the budget can keep

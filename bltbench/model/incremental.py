@@ -99,6 +99,11 @@ class StepFunctions:
             s.latent_cache.values[i].index_copy_(2, index, v)
 
 
+def _to_device(values: list, device: torch.device) -> torch.Tensor:
+    """Host-built ids or indices on the device without waiting for it (no stream synchronisation)."""
+    return torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
+
+
 def _allocate(state: "IncrementalBLT") -> dict[str, object]:
     """Every buffer a session writes, preallocated for its capacity. A patch holds at least one byte,
     so the capacity bounds the patches as well as the positions."""
@@ -200,12 +205,16 @@ class IncrementalBLT:
     def write(self, ids: torch.Tensor | Sequence[int], at: int) -> None:
         """Place ids (a device tensor [T] or [1, T], or host ints) at positions [at, at + T)."""
         if not isinstance(ids, torch.Tensor):
-            ids = torch.tensor(list(ids), dtype=torch.long)
+            ids = _to_device(list(ids), self.device)
         ids = ids.reshape(1, -1).to(self.device)
         if at + ids.shape[1] > self.capacity:
             raise CacheOverflow(f"position {at + ids.shape[1]} is past the {self.capacity} positions this request "
                                 "preallocated (prompt + byte budget + slack)")
         self.ids[:, self.hash_context + at : self.hash_context + at + ids.shape[1]] = ids
+
+    def id_at(self, position: int) -> torch.Tensor:
+        """The id at a written position, on the device [1] (a copy, so later writes leave it be)."""
+        return self.ids[0, self.hash_context + position : self.hash_context + position + 1].clone()
 
     def entropies(self, at: int, t: int, role: str, observe: bool = True) -> torch.Tensor | None:
         """Entropy-model entropies [t] (on the device) of positions [at, at + t); None without an entropy
@@ -311,7 +320,7 @@ class IncrementalBLT:
             return a, b, None
         slot_patch = torch.arange(first, last + 1).repeat_interleave(self.k)
         mask = torch.tensor(wanted)[:, None] == slot_patch[None, :]
-        return a, b, mask[None, None].to(self.device)
+        return a, b, mask[None, None].to(self.device, non_blocking=True)
 
     def _decode(self, h: torch.Tensor, p0: int, role: str, plan: AttentionPlan | None = None,
                 wanted: list[int] | None = None) -> torch.Tensor:
@@ -345,8 +354,8 @@ class IncrementalBLT:
         if n == 1:
             patch_ids = self.zero_patch[:, : b - a]
         else:
-            patch_ids = torch.tensor([[j for j in range(n) for _ in range(begins[first + j + 1] - begins[first + j])]],
-                                     device=self.device)
+            patch_ids = _to_device([[j for j in range(n) for _ in range(begins[first + j + 1] - begins[first + j])]],
+                                   self.device)
         slots = self.model.local_encoder.pool(self.enc_states[:, a:b], patch_ids, n)
         self._observe("global", role, n, self.glob_cache.length, None)
         self.glob_cache.check(last)
