@@ -175,15 +175,14 @@ class Method:
     run: MethodRunner
     weights: str  # the weights it runs on by default: "blt" or "blt-d"
     lossless: bool  # greedy output equals its causal path's greedy output byte for byte
-    slack: Callable[[object], int] = lambda spec: 0  # positions past the budget its caches need
 
 
 REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, weights: str = "blt", lossless: bool = True, slack: Callable[[object], int] = lambda spec: 0):
+def register(name: str, weights: str = "blt", lossless: bool = True):
     def add(run: MethodRunner) -> MethodRunner:
-        REGISTRY[name] = Method(name, run, weights, lossless, slack)
+        REGISTRY[name] = Method(name, run, weights, lossless)
         return run
 
     return add

@@ -104,7 +104,7 @@ def _settled_eos(cells: list[int]) -> bool:
     return EOS in cells and MASK not in cells[: cells.index(EOS)]
 
 
-@register("blt-d", weights="blt-d", lossless=False, slack=lambda spec: spec.diffusion.block)
+@register("blt-d", weights="blt-d", lossless=False)
 @torch.inference_mode()
 def decode_block_diffusion(ctx: DecodeContext, request: DecodeRequest, spec) -> Generation:
     config: DiffusionConfig = spec.diffusion
@@ -136,7 +136,7 @@ def decode_block_diffusion(ctx: DecodeContext, request: DecodeRequest, spec) -> 
     return out.generation(patches, {"decoder_passes": out.passes})
 
 
-@register("blt-dv", weights="blt-d", slack=lambda spec: spec.diffusion.block + 1)
+@register("blt-dv", weights="blt-d")
 @torch.inference_mode()
 def decode_diffusion_verified(ctx: DecodeContext, request: DecodeRequest, spec) -> Generation:
     config: DiffusionConfig = spec.diffusion

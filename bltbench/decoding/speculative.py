@@ -69,7 +69,7 @@ def settle(state, out: Output, base: int, drafts: torch.Tensor, accepted: torch.
     return kept, (host[3][0] if ahead is not None else None)
 
 
-@register("blt-s", slack=lambda spec: spec.k + 1)
+@register("blt-s")
 @torch.inference_mode()
 def decode_speculative(ctx: DecodeContext, request: DecodeRequest, spec) -> Generation:
     sampler = request.sampler

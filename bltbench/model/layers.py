@@ -78,12 +78,18 @@ class Rotary(nn.Module):
         return self.table(int(positions.max()) + 1, positions.device)[positions]
 
 
-def apply_rotary(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
-    """x: [B, T, ..., D] with positions on dim 1; cis: [T, D/2, 2] or [B, T, D/2, 2] (cos, sin)."""
-    middle = (1,) * (x.dim() - 3)
+def rotary_factors(cis: torch.Tensor, middle: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) of rotations [T, D/2, 2] or [B, T, D/2, 2], shaped to broadcast over `middle` dims
+    between positions and pairs; built once per call of a stack of layers, not per layer."""
     lead = cis.shape[:-2]
-    shape = (lead[0],) + middle + (cis.shape[-2],) if len(lead) == 1 else (lead[0], lead[1]) + middle + (cis.shape[-2],)
-    cos, sin = cis[..., 0].reshape(shape), cis[..., 1].reshape(shape)
+    shape = tuple(lead) + (1,) * middle + (cis.shape[-2],)
+    return cis[..., 0].reshape(shape), cis[..., 1].reshape(shape)
+
+
+def apply_rotary(x: torch.Tensor, cis: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """x: [B, T, ..., D] with positions on dim 1; cis: rotations [T, D/2, 2] or [B, T, D/2, 2] (cos,
+    sin), or their `rotary_factors`."""
+    cos, sin = rotary_factors(cis, x.dim() - 3) if isinstance(cis, torch.Tensor) else cis
     xf = x if x.dtype == torch.float32 else x.float()
     pairs = xf.reshape(*x.shape[:-1], -1, 2)
     x0, x1 = pairs[..., 0], pairs[..., 1]
@@ -118,13 +124,15 @@ class KVCache:
         """Store new keys/values where the plan says and return the span the plan reads."""
         at = plan.write_at
         keys, values = self.keys[layer], self.values[layer]
-        if isinstance(at, int):
-            keys[:, :, at : at + k.shape[2]] = k
-            values[:, :, at : at + k.shape[2]] = v
+        if isinstance(at, int):  # narrow: one view op where indexing dispatches one per dimension
+            keys.narrow(2, at, k.shape[2]).copy_(k)
+            values.narrow(2, at, v.shape[2]).copy_(v)
         else:
             keys.index_copy_(2, at, k)
             values.index_copy_(2, at, v)
-        return keys[:, :, plan.k_start : plan.k_end], values[:, :, plan.k_start : plan.k_end]
+        end = plan.k_end if plan.k_end is not None else at + k.shape[2]
+        span = end - plan.k_start
+        return keys.narrow(2, plan.k_start, span), values.narrow(2, plan.k_start, span)
 
     def truncate(self, length: int) -> None:
         if length > self.length:
@@ -285,10 +293,11 @@ def run_blocks(layers, plan: AttentionPlan, h, cache: KVCache | None, before=Non
     if cache is not None and isinstance(plan.write_at, int):
         cache.check(plan.write_at + t)
     bias = mask_to_bias(plan.mask, h.dtype)
+    rope = rotary_factors(plan.cis)  # attention rotates q and k together: [B, T, 2, H, D]
     for i, layer in enumerate(layers):
         if before is not None:
             h = before(i, h)
-        h = layer.forward(h, plan.cis, bias, cache, i, plan)
+        h = layer.forward(h, rope, bias, cache, i, plan)
     if cache is not None and isinstance(plan.write_at, int):
         cache.length = plan.write_at + t
     return h
