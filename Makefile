@@ -24,4 +24,4 @@ run:
 	$(BIN)/bltbench run
 
 bench:
-	$(BIN)/bltbench bench decode --model random:tiny
+	$(BIN)/bltbench bench decode --model random:tiny --threads 1 --ops

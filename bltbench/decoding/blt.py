@@ -11,7 +11,6 @@ import torch
 
 from bltbench.decoding.core import DecodeContext, DecodeRequest, Output, register, to_host
 from bltbench.decoding.result import Generation
-from bltbench.model.entropy import entropy_nats
 from bltbench.model.incremental import Call
 from bltbench.model.patching import lengths_from_starts, patch_starts
 
@@ -36,17 +35,11 @@ def decode_blt(ctx: DecodeContext, request: DecodeRequest, spec=None) -> Generat
     return out.generation(out.committed_patches(state))
 
 
-def _entropies(ctx: DecodeContext, x: torch.Tensor) -> list[float]:
-    if ctx.entropy_model is None or ctx.patching.mode != "entropy":
-        return [0.0] * x.shape[1]
-    return entropy_nats(ctx.entropy_model(x)[0]).tolist()
-
-
 @torch.inference_mode()
 def recompute_logits(ctx: DecodeContext, ids: list[int], role: str = "step") -> torch.Tensor:
     """Logits [L, V] of a full pass: patch the whole prefix, run every component on all of it."""
     x = torch.tensor([ids], dtype=torch.long, device=ctx.device)
-    starts = patch_starts(ctx.patching, _entropies(ctx, x), len(ids))
+    starts = patch_starts(ctx.patching, ctx.entropies(ids), len(ids))
     if ctx.observer is not None:
         if ctx.entropy_model is not None and ctx.patching.mode == "entropy":
             ctx.observer(Call("entropy", role, len(ids), 0))
@@ -65,8 +58,6 @@ def decode_recompute(ctx: DecodeContext, request: DecodeRequest, spec=None) -> G
 
     def patches() -> list[int]:  # computed when asked, outside the timed region
         ids = request.prompt_ids + out.ids
-        with torch.inference_mode():
-            x = torch.tensor([ids], dtype=torch.long, device=ctx.device)
-            return lengths_from_starts(patch_starts(ctx.patching, _entropies(ctx, x), len(ids))[: len(ids)])
+        return lengths_from_starts(patch_starts(ctx.patching, ctx.entropies(ids), len(ids))[: len(ids)])
 
     return out.generation(patches)

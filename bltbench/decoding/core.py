@@ -25,7 +25,7 @@ from bltbench.decoding.stopping import NO_STOP, StopStrings
 from bltbench.errors import BltbenchError
 from bltbench.model.blt import ByteLatentTransformer
 from bltbench.model.config import PatchingConfig
-from bltbench.model.entropy import EntropyModel
+from bltbench.model.entropy import EntropyModel, entropy_nats
 from bltbench.model.ids import EOS
 from bltbench.model.incremental import CallObserver, IncrementalBLT
 
@@ -72,6 +72,15 @@ class DecodeContext:
     def dtype(self) -> torch.dtype:
         return self.model.local_decoder.output.weight.dtype
 
+    def entropies(self, ids: list[int]) -> list[float]:
+        """Entropy-model entropies of a whole sequence in one uncached pass (zeros without entropy
+        patching): for patches reported after decoding, apart from any session's buffers."""
+        if self.entropy_model is None or self.patching.mode != "entropy":
+            return [0.0] * len(ids)
+        with torch.inference_mode():
+            x = torch.tensor([ids], dtype=torch.long, device=self.device)
+            return entropy_nats(self.entropy_model(x)[0]).tolist()
+
     def capacity(self, request: DecodeRequest, slack: int) -> int:
         needed = len(request.prompt_ids) + request.max_bytes + slack
         if self.steps == "eager":
@@ -86,6 +95,8 @@ class DecodeContext:
                                self.observer, fixed_steps=self.steps != "eager",
                                compiler=step_compiler(self.device.type) if self.steps == "compiled" else None,
                                reuse_buffers=self.steps == "compiled")
+        if self.steps == "compiled":
+            state.steps.warm()
         state.write(prompt, 0)
         state.place_patches(len(prompt), "prefill")
         if len(prompt) > 1:

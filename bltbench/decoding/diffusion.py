@@ -29,6 +29,7 @@ from bltbench.decoding.sampling import Sampler
 from bltbench.decoding.speculative import accept, settle
 from bltbench.errors import BltbenchError
 from bltbench.model.ids import EOS, MASK
+from bltbench.model.patching import lengths_from_starts
 
 SAMPLERS = ("confidence", "entropy", "eb")
 BLOCK_SIZES = (4, 8, 16)
@@ -126,12 +127,12 @@ def decode_block_diffusion(ctx: DecodeContext, request: DecodeRequest, spec) -> 
             state.write(cells, state.length)
             state.place_patches(state.length + len(block), "step")
             clean = len(block)
-    total = len(request.prompt_ids) + len(out.ids)
-    tail = (request.prompt_ids + out.ids)[len(state.patches) : total]
+    ids = request.prompt_ids + out.ids
+    known = state.patches.copy()  # the session's buffers may serve another request before this is read
 
-    def patches() -> list[int]:  # run when asked, after timing: the last block was never run
-        with torch.inference_mode():
-            return state.preview_patches(tail)
+    def patches() -> list[int]:  # computed when asked, outside the timed region: the last block never ran
+        flags = known.preview(ctx.entropies(ids)[len(known) :])
+        return lengths_from_starts(flags[: len(ids)])
 
     return out.generation(patches, {"decoder_passes": out.passes})
 

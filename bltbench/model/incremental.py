@@ -25,8 +25,16 @@ from bltbench.model.blt import ByteLatentTransformer
 from bltbench.model.config import PatchingConfig
 from bltbench.model.entropy import EntropyModel, entropy_nats
 from bltbench.model.ids import BOE
-from bltbench.model.layers import AttentionPlan, CacheOverflow, KVCache, causal_plan, fixed_plan, run_blocks
-from bltbench.model.patching import PatchState, lengths_from_starts
+from bltbench.model.layers import (
+    AttentionPlan,
+    CacheOverflow,
+    KVCache,
+    build_fused_weights,
+    causal_plan,
+    fixed_plan,
+    run_blocks,
+)
+from bltbench.model.patching import PatchState
 
 ROLES = ("prefill", "step", "draft", "verify", "score")
 
@@ -58,6 +66,21 @@ class StepFunctions:
         self.encoder = wrap(self._encoder)
         self.decoder = wrap(self._decoder)
         self.global_ = wrap(self._global)
+
+    def warm(self) -> None:
+        """Run every step once at position 0, so each compiles now rather than inside a timed decode
+        (a global step, say, first runs when a patch completes). The prefill overwrites what they wrote."""
+        s = self.s
+        for model in (s.model, s.entropy_model):
+            if model is not None:
+                build_fused_weights(model)
+        if s.entropy_model is not None:
+            self.entropy(s.ids, s._at(0))
+        h = self.encoder(s.ids, s._at(0))
+        slots = torch.zeros(1, 1, s.model.config.d_patch, dtype=s.dtype, device=s.device)
+        self.global_(slots, s._at(0))
+        s.latent.fill_(0)
+        self.decoder(h, s._at(0), s.latent)
 
     def _entropy(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         s = self.s
@@ -411,22 +434,7 @@ class IncrementalBLT:
         self.drafted = 0
         self.enc_cache.length = self.dec_cache.length = self.length
 
-    # -- reporting and rolling back ------------------------------------------------------------
-    def preview_patches(self, tail: Sequence[int]) -> list[int]:
-        """Patch lengths over the committed positions and `tail`, as if `tail` were run; only the
-        entropy model runs (unobserved) and nothing is kept. For bytes a method never ran through the
-        model (BLT-D's last block)."""
-        n = len(self.patches)
-        total = n + len(tail)
-        if not tail:
-            return self.patches.lengths(total)
-        self.write(tail, n)
-        values = self.entropies(n, len(tail), "step", observe=False)
-        flags = self.patches.preview([0.0] * len(tail) if values is None else values.tolist())
-        if self.ent_cache is not None:
-            self.ent_cache.truncate(n)
-        return lengths_from_starts(flags[:total])
-
+    # -- rolling back --------------------------------------------------------------------------
     def truncate(self, length: int) -> None:
         """Forget every position from `length` on, as if it had never been appended."""
         if not 1 <= length <= self.length:

@@ -48,6 +48,13 @@ def fused_weight(owner: nn.Module, *linears: nn.Linear) -> torch.Tensor:
     return owner._fused_weight
 
 
+def build_fused_weights(module: nn.Module) -> None:
+    """Build every fused weight of `module` now (inference), so compiled code only reads them."""
+    for sub in module.modules():
+        if isinstance(sub, (Attention, FeedForward, CrossAttention)):
+            sub.fused()
+
+
 class Rotary(nn.Module):
     """RoPE in the interleaved-pair convention: pair (x[2i], x[2i+1]) rotated by pos * theta^(-2i/D).
 
@@ -212,9 +219,12 @@ class Attention(nn.Module):
         self.wv = nn.Linear(dim, dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
 
+    def fused(self) -> torch.Tensor:
+        return fused_weight(self, self.wq, self.wk, self.wv)
+
     def forward(self, x, rope, mask, cache: KVCache | None = None, layer: int = 0, plan: AttentionPlan | None = None):
         b, t, _ = x.shape
-        qkv = F.linear(x, fused_weight(self, self.wq, self.wk, self.wv)).view(b, t, 3, self.n_heads, self.head_dim)
+        qkv = F.linear(x, self.fused()).view(b, t, 3, self.n_heads, self.head_dim)
         qk = apply_rotary(qkv[:, :, :2], rope).transpose(1, 3)  # [B, H, 2, T, D]
         q, k = qk[:, :, 0], qk[:, :, 1]
         v = qkv[:, :, 2].transpose(1, 2)
@@ -231,8 +241,11 @@ class FeedForward(nn.Module):
         self.w3 = nn.Linear(dim, hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
 
+    def fused(self) -> torch.Tensor:
+        return fused_weight(self, self.w1, self.w3)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, fused_weight(self, self.w1, self.w3)).chunk(2, dim=-1)
+        gate, up = F.linear(x, self.fused()).chunk(2, dim=-1)
         return F.linear(F.silu(gate) * up, self.w2.weight)
 
 
@@ -267,10 +280,13 @@ class CrossAttention(nn.Module):
         self.wv = nn.Linear(dim, dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
 
+    def fused(self) -> torch.Tensor:
+        return fused_weight(self, self.wk, self.wv)
+
     def project_kv(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys/values [B, H, S, D] of the sources; decoding computes them once per latent."""
         b, s, _ = kv.shape
-        kv = F.linear(self.cross_attn_norm_kv.forward(kv), fused_weight(self, self.wk, self.wv))
+        kv = F.linear(self.cross_attn_norm_kv.forward(kv), self.fused())
         k, v = kv.view(b, s, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return k, v
 

@@ -44,6 +44,12 @@ class PatchState:
         """Positions whose entropy is known (flags are known for one more)."""
         return len(self.entropies)
 
+    def copy(self) -> "PatchState":
+        other = PatchState(self.config)
+        other.entropies, other.starts = list(self.entropies), list(self.starts)
+        other.counts, other.begins = list(self.counts), list(self.begins)
+        return other
+
     def push(self, entropies: Sequence[float]) -> None:
         """Entropies of the next positions; decides the flags of the bytes after each."""
         for h in entropies:
