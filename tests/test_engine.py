@@ -156,3 +156,34 @@ def test_the_registry_names_every_method_and_refuses_others():
         lookup("blt-x")
     with pytest.raises(BltbenchError, match="step mode"):
         DecodeContext(None, None, None, steps="graphs")
+
+
+def _graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+@pytest.mark.slow
+def test_compiled_steps_compile_once_per_size_and_never_inside_a_decode(micro):
+    """A session compiles every step before its prefill, so a later decode of the same size compiles
+    nothing, whatever it meets (a first patch, a draft); a larger request in between changes nothing."""
+    prompt = PROMPT[:20]  # 20 + 8 and 20 + 60 positions share one 256-position buffer; 300 needs 512
+    decode(micro, "blt", prompt, 8, steps="compiled")
+    after_first = _graphs()
+    decode(micro, "blt-s-4", prompt, 60, steps="compiled")
+    decode(micro, "blt", prompt, 60, steps="compiled")
+    assert _graphs() == after_first
+    decode(micro, "blt", prompt, 300, steps="compiled")
+    after_larger = _graphs()
+    decode(micro, "blt", prompt, 60, steps="compiled")
+    assert _graphs() == after_larger
+
+
+def test_a_stop_string_leaves_the_round_only_the_bytes_it_kept():
+    from bltbench.decoding.core import DecodeRequest, Output
+    from bltbench.decoding.stopping import StopStrings
+
+    out = Output(DecodeRequest(encode_prompt(b"x"), 10, Sampler(SamplingConfig()), StopStrings(["b"])))
+    out.commit(encode_prompt(b"abcd")[1:])
+    assert out.ids == encode_prompt(b"a")[1:] and out.committed == [1] and out.stopped

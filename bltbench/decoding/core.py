@@ -154,9 +154,9 @@ class Output:
                 self.eos = True
                 break
             self.ids.append(int(byte))
-        kept = len(self.ids) - before
-        self.committed.append(kept)
         self.stopped = self.request.stop.cut(self.ids, before)
+        kept = max(0, len(self.ids) - before)  # a stop string may cut into earlier rounds' bytes too
+        self.committed.append(kept)
         return kept
 
     def verified(self, drafted: int, accepted: int) -> None:

@@ -76,30 +76,31 @@ class StepFunctions:
                 build_fused_weights(model)
         if s.entropy_model is not None:
             self.entropy(s.ids, s._at(0))
-        h = self.encoder(s.ids, s._at(0))
+        self.encoder(s.ids, s._at(0))
         slots = torch.zeros(1, 1, s.model.config.d_patch, dtype=s.dtype, device=s.device)
         self.global_(slots, s._at(0))
         s.latent.fill_(0)
-        self.decoder(h, s._at(0), s.latent)
+        self.decoder(s._at(0), s.latent)
 
+    # Every tensor a step reads lives in the session's buffers (ids, positions, caches, encoder states,
+    # rotation tables), so a CUDA graph replays on the same addresses at every position.
     def _entropy(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         s = self.s
         m = s.entropy_model
         x = ids.index_select(1, pos + s.hash_context)
-        plan = fixed_plan(m.rope, pos, m.config.window, s.capacity)
+        plan = fixed_plan(s.rope_tables["entropy"], pos, m.config.window)
         h = run_blocks(m.layers, plan, m.tok_embeddings(x), s.ent_cache)
         return entropy_nats(m.output(m.norm(h))[0])
 
-    def _encoder(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def _encoder(self, ids: torch.Tensor, pos: torch.Tensor) -> None:
         s = self.s
         window = ids.index_select(1, pos + s.window_offsets)
         embeds = s.model.embed(window[:, s.hash_context :], window[:, : s.hash_context])
-        enc = s.model.local_encoder
-        h = run_blocks(enc.layers, fixed_plan(enc.rope, pos, s.model.config.local_window, s.capacity), embeds, s.enc_cache)
+        plan = fixed_plan(s.rope_tables["encoder"], pos, s.model.config.local_window)
+        h = run_blocks(s.model.local_encoder.layers, plan, embeds, s.enc_cache)
         s.enc_states.index_copy_(1, pos, h)
-        return h
 
-    def _decoder(self, h: torch.Tensor, pos: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    def _decoder(self, pos: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         s = self.s
         slots = latent * s.k + s.slot_offsets
         dec = s.model.local_decoder
@@ -108,14 +109,14 @@ class StepFunctions:
         def cross_kv(i: int):
             return cache.keys[i].index_select(2, slots), cache.values[i].index_select(2, slots)
 
-        plan = fixed_plan(dec.rope, pos, s.model.config.local_window, s.capacity)
-        return dec(h, cross_kv, None, plan=plan, cache=s.dec_cache)[0].float()
+        plan = fixed_plan(s.rope_tables["decoder"], pos, s.model.config.local_window)
+        return dec(s.enc_states.index_select(1, pos), cross_kv, None, plan=plan, cache=s.dec_cache)[0].float()
 
     def _global(self, slots: torch.Tensor, patch: torch.Tensor) -> None:
         s = self.s
         g = s.model.global_transformer
         x = slots if g.token_embedding_projection is None else g.token_embedding_projection(slots)
-        latents = run_blocks(g.layers, fixed_plan(g.rope, patch, None, s.capacity), x, s.glob_cache)
+        latents = run_blocks(g.layers, fixed_plan(s.rope_tables["global"], patch, None), x, s.glob_cache)
         index = patch * s.k + s.slot_offsets
         for i, (k, v) in enumerate(s.model.local_decoder.latent_kv(latents)):
             s.latent_cache.keys[i].index_copy_(2, index, k)
@@ -145,6 +146,7 @@ def _allocate(state: "IncrementalBLT") -> dict[str, object]:
         "pos": torch.zeros(1, dtype=torch.long, device=device),
         "latent": torch.zeros(1, dtype=torch.long, device=device),
         "zero_patch": torch.zeros(1, capacity, dtype=torch.long, device=device),
+        "rope_tables": {name: rope.table(capacity, device)[:capacity].clone() for name, rope in state.ropes().items()},
     }
 
 
@@ -160,12 +162,15 @@ def _shared_buffers(state: "IncrementalBLT") -> dict[str, object]:
     if key not in per_model:
         buffers = _allocate(state)
         if state.device.type == "cuda":
-            for cache in (buffers["enc_cache"], buffers["glob_cache"], buffers["dec_cache"], buffers["latent_cache"],
-                          buffers["ent_cache"]):
-                for t in ([] if cache is None else cache.keys + cache.values):
+            for value in buffers.values():
+                if isinstance(value, KVCache):
+                    tensors = value.keys + value.values
+                elif isinstance(value, dict):
+                    tensors = list(value.values())
+                else:
+                    tensors = [] if value is None else [value]
+                for t in tensors:
                     torch._dynamo.mark_static_address(t)
-            for name in ("ids", "enc_states", "pos", "latent"):
-                torch._dynamo.mark_static_address(buffers[name])
         per_model[key] = buffers
     return per_model[key]
 
@@ -203,14 +208,17 @@ class IncrementalBLT:
         for cache in (self.enc_cache, self.glob_cache, self.dec_cache, self.latent_cache, self.ent_cache):
             if cache is not None:
                 cache.length = 0
-        for rope in self._ropes():
-            rope.table(capacity, self.device)
         self.steps = StepFunctions(self, compiler) if fixed_steps else None
 
-    def _ropes(self):
-        yield from (self.model.local_encoder.rope, self.model.global_transformer.rope, self.model.local_decoder.rope)
+    def ropes(self) -> dict:
+        """Each component's rotary embedding; eager calls read its table, grown to this request's
+        length, fixed-shape steps a copy of exactly this length (so a longer request elsewhere never
+        changes what they were compiled against)."""
+        ropes = {"encoder": self.model.local_encoder.rope, "global": self.model.global_transformer.rope,
+                 "decoder": self.model.local_decoder.rope}
         if self.entropy_model is not None:
-            yield self.entropy_model.rope
+            ropes["entropy"] = self.entropy_model.rope
+        return ropes
 
     def __len__(self) -> int:
         return self.length
@@ -276,11 +284,12 @@ class IncrementalBLT:
         """Write x [1] at a device-side position [1] and run the entropy step over it, before the host
         knows the position (a verified round's bonus byte, whose place depends on the acceptance). The
         fixed-shape step's mask hides any stale draft entries past it. `settle_ahead` records it."""
-        self.ids.index_copy_(1, position + self.hash_context, x.reshape(1, 1))
+        self.pos.copy_(position)  # the steps read positions from the session's own buffer
+        self.ids.index_copy_(1, self.pos + self.hash_context, x.reshape(1, 1))
         if self.entropy_model is None:
             return None
         steps = self.steps or StepFunctions(self)
-        return steps.entropy(self.ids, position)
+        return steps.entropy(self.ids, self.pos)
 
     def settle_ahead(self, position: int, value: float | None, role: str) -> None:
         """What `entropy_ahead` computed, once the host knows the position (just past the committed
@@ -325,9 +334,9 @@ class IncrementalBLT:
         self._observe("encoder", role, t, p0, self.model.config.local_window)
         if t == 1 and self.steps is not None:
             self.enc_cache.check(p0 + 1)
-            h = self.steps.encoder(self.ids, self._at(p0))
+            self.steps.encoder(self.ids, self._at(p0))
             self.enc_cache.length = p0 + 1
-            return h
+            return self._encoded(p0, 1)
         window = self.ids[:, p0 : p0 + self.hash_context + t]
         embeds = self.model.embed(window[:, self.hash_context :], window[:, : self.hash_context])
         h = self.model.local_encoder(embeds, p0, self.enc_cache)
@@ -355,7 +364,7 @@ class IncrementalBLT:
         if t == 1 and plan is None and self.steps is not None:
             self.dec_cache.check(p0 + 1)
             self.latent.fill_(wanted[0])
-            logits = self.steps.decoder(h, self._at(p0), self.latent)
+            logits = self.steps.decoder(self._at(p0), self.latent)  # h is enc_states at p0
             self.dec_cache.length = p0 + 1
             return logits
         a, b, mask = self._latent_window(wanted)

@@ -201,12 +201,14 @@ def causal_span(start: int, t: int, window: int | None, device) -> tuple[int, to
     return k_start, windowed_causal_mask(q_pos, torch.arange(k_start, start + t, device=device), window)
 
 
-def fixed_plan(rope: Rotary, positions: torch.Tensor, window: int | None, capacity: int) -> AttentionPlan:
-    """Queries at device `positions` [t] that read the whole preallocated buffer under a mask: every
-    shape is fixed, so a compiled step serves every position without recompiling."""
+def fixed_plan(table: torch.Tensor, positions: torch.Tensor, window: int | None) -> AttentionPlan:
+    """Queries at device `positions` [t] that read the whole preallocated buffer (as long as the
+    rotation `table`) under a mask: every shape is fixed, so a compiled step serves every position
+    without recompiling."""
+    capacity = table.shape[0]
     k_pos = torch.arange(capacity, device=positions.device)
     mask = windowed_causal_mask(positions, k_pos, window)[None, None]
-    return AttentionPlan(rope.table(capacity, positions.device).index_select(0, positions), 0, mask, positions, capacity)
+    return AttentionPlan(table.index_select(0, positions), 0, mask, positions, capacity)
 
 
 class Attention(nn.Module):

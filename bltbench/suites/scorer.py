@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from bltbench.decoding.methods import MethodSpec, generate
 from bltbench.decoding.sampling import Sampler, SamplingConfig
 from bltbench.errors import BltbenchError
+from bltbench.instrumentation.measure import warm_up
 from bltbench.instrumentation.timing import timed
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.ids import encode_prompt
@@ -113,6 +114,7 @@ class Scorer:
             raise BltbenchError("generation needs a non-empty context (decoders start from BOS plus a byte)")
         usage = usage if usage is not None else Usage()
         stop = tuple(s for s in stop if s)
+        warm_up(self.spec, self.bundle, self.device, self.steps, encode_prompt(context), max_bytes)
         result, wall = timed(lambda: generate(self.spec, self.bundle, encode_prompt(context), max_bytes,
                                               Sampler(sampling, self.device), usage.calls.append, stop, self.steps),
                              self.device)
