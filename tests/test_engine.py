@@ -57,6 +57,12 @@ def test_blt_s_moves_two_per_round(monkeypatch, micro, k):
     assert transfers == 2 * g.extras["verify_rounds"]  # the verified positions' entropies; the acceptance
 
 
+def test_blt_s_with_static_patching_moves_one_per_round(monkeypatch, micro_variants):
+    """Static patches need no entropies, so only the acceptance travels."""
+    g, transfers = _transfers(monkeypatch, micro_variants[3], "blt-s-4", 40)
+    assert len(g.output_ids) == 40 and transfers == g.extras["verify_rounds"]
+
+
 def test_blt_s_sampling_moves_two_per_round(monkeypatch, micro):
     g, transfers = _transfers(monkeypatch, micro, "blt-s-4", 30, SamplingConfig(temperature=1.0, suppress_eos=True))
     assert transfers == 2 * g.extras["verify_rounds"]
