@@ -114,15 +114,29 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 
 def test_bench_decode_runs_both_modes_side_by_side(capsys):
     code, out, err = run_cli(capsys, "bench", "decode", "--model", "random:tiny", "--lengths", "4,8",
-                             "--prompt", "short prompt", "--modes", "eager,recompute", "--ops")
+                             "--prompt", "short prompt", "--modes", "eager,recompute")
     assert code == 0, err
     assert "eager / recompute" in out and "per-byte cost" in out and "threads" in out
     rows = [line for line in out.splitlines() if re.match(r"│\s+(4|8) │", line)]
     assert len(rows) == 2 and all("yes" in r for r in rows), out
-    ops = re.search(r"aten operators per cached step, eager: (\d+)", out)
-    assert ops and 100 < int(ops.group(1)) < 20000, out
     code, _, err = run_cli(capsys, "bench", "decode", "--modes", "eager,graphs")
     assert code == 2 and "unknown mode graphs" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_decode_counts_operators_per_cached_step(capsys):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        code, out, err = run_cli(capsys, "bench", "decode", "--model", "random:tiny", "--lengths", "4",
+                                 "--prompt", "short prompt", "--modes", "eager", "--ops", "--threads", "1")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)  # the CLI ran in this process
+    assert code == 0, err
+    ops = re.search(r"aten operators per cached step, eager: (\d+)", out)
+    assert ops and 100 < int(ops.group(1)) < 20000, out
+    assert re.search(r"cpu, 1\s+threads", out), out
 
 
 @pytest.mark.slow
