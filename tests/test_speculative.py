@@ -77,7 +77,7 @@ def test_rejection_rule_keeps_the_target_distribution():
     p = torch.tensor([0.30, 0.25, 0.20, 0.12, 0.08, 0.05])
     q = torch.tensor([0.05, 0.10, 0.40, 0.25, 0.15, 0.05])  # a poor draft model
     counts = torch.zeros(vocab)
-    trials = 20000
+    trials = 8000
     for _ in range(trials):
         draft = torch.multinomial(q, 1, generator=g)
         verify = torch.stack([p, p])  # p for the drafted position and for the bonus
