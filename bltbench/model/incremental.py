@@ -30,7 +30,6 @@ from bltbench.model.layers import (
     CacheOverflow,
     KVCache,
     build_fused_weights,
-    causal_plan,
     fixed_plan,
     run_blocks,
 )
@@ -209,6 +208,7 @@ class IncrementalBLT:
             if cache is not None:
                 cache.length = 0
         self.steps = StepFunctions(self, compiler) if fixed_steps else None
+        self._ahead: StepFunctions | None = None
 
     def ropes(self) -> dict:
         """Each component's rotary embedding; eager calls read its table, grown to this request's
@@ -263,10 +263,7 @@ class IncrementalBLT:
             values = self.steps.entropy(self.ids, self._at(at))
             cache.length = at + 1
             return values
-        x = self.ids[:, self.hash_context + at : self.hash_context + at + t]
-        plan = causal_plan(m.rope, at, t, m.config.window, self.device)
-        h = run_blocks(m.layers, plan, m.tok_embeddings(x), cache)
-        return entropy_nats(m.output(m.norm(h))[0])
+        return entropy_nats(m(self.ids[:, self.hash_context + at : self.hash_context + at + t], cache)[0])
 
     def push_entropies(self, values: Sequence[float] | None, t: int) -> None:
         self.patches.push([0.0] * t if values is None else values)
@@ -288,8 +285,9 @@ class IncrementalBLT:
         self.ids.index_copy_(1, self.pos + self.hash_context, x.reshape(1, 1))
         if self.entropy_model is None:
             return None
-        steps = self.steps or StepFunctions(self)
-        return steps.entropy(self.ids, self.pos)
+        if self._ahead is None:  # the fixed-shape entropy step, eager when the session is not compiled
+            self._ahead = self.steps or StepFunctions(self)
+        return self._ahead.entropy(self.ids, self.pos)
 
     def settle_ahead(self, position: int, value: float | None, role: str) -> None:
         """What `entropy_ahead` computed, once the host knows the position (just past the committed
