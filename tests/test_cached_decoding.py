@@ -6,6 +6,7 @@ the differences come only from summation order in attention over different key s
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -118,3 +119,24 @@ def test_eos_and_budget_stop_generation():
     for recompute in (False, True):
         g = decode(bundle, "blt", prompt, 7, recompute=recompute)
         assert g.stopped_at_eos and g.output_ids == []
+
+
+@torch.inference_mode()
+def test_bfloat16_one_position_steps_match_the_full_pass():
+    """16-bit one-position steps take the matrix-vector kernel on a CPU, the full pass the matrix-matrix
+    one: the logits agree to bf16 precision, and the project helper equals linear in float64."""
+    from bltbench.model.layers import project
+
+    w = torch.randn(96, 64, dtype=torch.bfloat16)
+    x = torch.randn(1, 1, 64, dtype=torch.bfloat16)
+    exact = x.double() @ w.double().t()
+    assert project(x, w).shape == (1, 1, 96)
+    torch.testing.assert_close(project(x, w).double(), exact, atol=0.05, rtol=0.02)
+    torch.testing.assert_close(project(x.expand(1, 3, 64), w).double(), exact.expand(1, 3, 96), atol=0.05, rtol=0.02)
+    bundle = make_bundle(micro_config(window=None, max_patch=None), seed=5)
+    half = dataclasses.replace(bundle, blt=bundle.blt.to(torch.bfloat16), entropy=bundle.entropy.to(torch.bfloat16))
+    ids = encode_prompt(TEXT[:60])
+    full = recompute_logits(context(half), ids)
+    cached, _ = step_logits(half, ids, [10] + [1] * (len(ids) - 10))
+    assert (cached - full).abs().max() < 0.05 * full.abs().max()
+    assert (cached.argmax(-1) == full.argmax(-1)).float().mean() > 0.9

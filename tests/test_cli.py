@@ -273,3 +273,20 @@ def test_eval_bpb_json(capsys, tmp_path):
     assert record["bytes"] == len("one line") + len("another line") and 6 < record["bpb"] < 12
     shares = record["confident_share"]
     assert list(shares) == ["0.5", "0.7", "0.9"] and shares["0.5"] >= shares["0.7"] >= shares["0.9"] >= 0
+
+
+def test_bench_stream_interleaves_the_reference_and_quotes_medians(capsys):
+    code, out, err = run_cli(capsys, "bench", "stream", "--preset", "tiny", "--dtype", "float32", "--new-bytes", "4",
+                             "--repeats", "2", "--working-set-gb", "0.05", "--threads", "1")
+    assert code == 0, err
+    between = re.search(r"stream ([\d.]+) GB/s \(median; measured between repeats: ([\d., ]+)\)", out)
+    assert between, out
+    references = [float(v) for v in between.group(2).split(", ")]
+    assert len(references) == 3 and float(between.group(1)) == sorted(references)[1]
+    row = re.search(r"eager: ([\d.]+) ms per byte \(median of ([\d., ]+)\), ([\d.]+) GB read per byte", out)
+    assert row and len(row.group(2).split(", ")) == 2 and float(row.group(3)) > 0, out
+    for args, fragment in [(["--repeats", "0"], "--repeats must be >= 1"),
+                           (["--working-set-gb", "nan"], "--working-set-gb must be a positive number"),
+                           (["--dtype", "int8"], "unknown dtype")]:
+        code, _, err = run_cli(capsys, "bench", "stream", "--preset", "tiny", *args)
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, (args, err)

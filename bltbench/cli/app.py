@@ -518,6 +518,8 @@ def bench_stream(
     hash_buckets: int = typer.Option(1024, "--hash-buckets", help="Cut hash tables to this many rows (dense dims stay)."),
     new_bytes: int = typer.Option(32, "--new-bytes", help="Decoded bytes timed per mode (after the first)."),
     modes: str = typer.Option("eager", "--modes", help="Comma-separated: eager, fixed, compiled."),
+    repeats: int = typer.Option(3, "--repeats", help="Interleaved repeats (reference, modes, ...); medians are quoted."),
+    working_set: float = typer.Option(2.0, "--working-set-gb", help="GB of distinct matrices the GEMV reference reads."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Fix torch's thread count (default: torch's)."),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
@@ -526,7 +528,7 @@ def bench_stream(
     import torch
 
     from bltbench.decoding.core import STEP_MODES
-    from bltbench.instrumentation.bench import gemv_bandwidth, streaming_benchmark
+    from bltbench.instrumentation.bench import streaming_benchmark
     from bltbench.model.checkpoint import random_bundle
     from bltbench.model.config import PRESETS
 
@@ -534,8 +536,10 @@ def bench_stream(
         raise BltbenchError(f"unknown preset {preset_name!r} (choose from {', '.join(PRESETS)})")
     if dtype not in DTYPES:
         raise BltbenchError(f"unknown dtype {dtype!r} (choose from float32, bfloat16, float16)")
-    if new_bytes < 1 or hash_buckets < 1:
-        raise BltbenchError("--new-bytes and --hash-buckets must be >= 1")
+    if new_bytes < 1 or hash_buckets < 1 or repeats < 1:
+        raise BltbenchError("--new-bytes, --hash-buckets and --repeats must be >= 1")
+    if not (working_set > 0 and working_set < float("inf")):
+        raise BltbenchError(f"--working-set-gb must be a positive number, got {working_set}")
     chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
     bad = [m for m in chosen if m not in STEP_MODES]
     if bad or not chosen:
@@ -548,16 +552,15 @@ def bench_stream(
         bundle = random_bundle(preset_name, 0, hash_buckets, torch_dtype, with_blt_d=False)
         bundle.blt.to(dev)
         bundle.entropy.to(dev)
-    with console.status("timing"):  # the reference before and after, so drift shows
-        before = gemv_bandwidth(torch_dtype, dev)
-        rows = streaming_benchmark(bundle, new_bytes, chosen, device=dev)
-        after = gemv_bandwidth(torch_dtype, dev)
-    reference = (before + after) / 2
-    console.print(f"{preset_name} dims, {dtype}, {dev}, {n_threads} threads: a large GEMV streams {reference:.1f} GB/s "
-                  f"(before {before:.1f}, after {after:.1f})")
-    for r in rows:
-        console.print(f"  {r.mode}: {r.seconds_per_byte * 1e3:.1f} ms per byte, {r.gb_per_byte:.3f} GB read per byte, "
-                      f"{r.gb_per_s:.1f} GB/s = {r.gb_per_s / reference:.0%} of the GEMV's")
+    with console.status("timing"):
+        report = streaming_benchmark(bundle, new_bytes, chosen, device=dev, repeats=repeats, working_set_gb=working_set)
+    spread = ", ".join(f"{g:.1f}" for g in report.reference_gb_s)
+    console.print(f"{preset_name} dims, {dtype}, {dev}, {n_threads} threads: large GEMVs over {working_set:g} GB of "
+                  f"weights stream {report.reference:.1f} GB/s (median; measured between repeats: {spread})")
+    for r in report.rows:
+        times = ", ".join(f"{t * 1e3:.1f}" for t in r.seconds_per_byte)
+        console.print(f"  {r.mode}: {r.median_seconds * 1e3:.1f} ms per byte (median of {times}), {r.gb_per_byte:.3f} GB "
+                      f"read per byte, {r.gb_per_s:.1f} GB/s = {r.gb_per_s / report.reference:.0%} of the GEMVs'")
 
 
 @bench_app.command("meter")

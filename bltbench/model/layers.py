@@ -30,6 +30,15 @@ class RMSNorm(nn.Module):
         return (scaled if x.dtype == torch.float32 else scaled.type_as(x)) * self.weight
 
 
+def project(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ weight.T. A single 16-bit row on a CPU goes through the matrix-vector kernel, which streams
+    the weight 20-40% faster there than the matrix-matrix one linear picks (fp32 and GPUs keep linear)."""
+    if (x.dtype != torch.float32 and x.device.type == "cpu" and x.numel() == x.shape[-1]
+            and not torch.compiler.is_compiling()):
+        return torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])
+    return F.linear(x, weight)
+
+
 def fused_weight(owner: nn.Module, *linears: nn.Linear) -> torch.Tensor:
     """The row-wise concatenation of several linears' weights, so one matmul serves them all.
 
@@ -226,14 +235,14 @@ class Attention(nn.Module):
 
     def forward(self, x, rope, mask, cache: KVCache | None = None, layer: int = 0, plan: AttentionPlan | None = None):
         b, t, _ = x.shape
-        qkv = F.linear(x, self.fused()).view(b, t, 3, self.n_heads, self.head_dim)
+        qkv = project(x, self.fused()).view(b, t, 3, self.n_heads, self.head_dim)
         qk = apply_rotary(qkv[:, :, :2], rope).transpose(1, 3)  # [B, H, 2, T, D]
         q, k = qk[:, :, 0], qk[:, :, 1]
         v = qkv[:, :, 2].transpose(1, 2)
         if cache is not None:
             k, v = cache.write(layer, k, v, plan)
         out = attention(q, k, v, mask)
-        return F.linear(out.transpose(1, 2).reshape(b, t, -1), self.wo.weight)
+        return project(out.transpose(1, 2).reshape(b, t, -1), self.wo.weight)
 
 
 class FeedForward(nn.Module):
@@ -247,8 +256,8 @@ class FeedForward(nn.Module):
         return fused_weight(self, self.w1, self.w3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, self.fused()).chunk(2, dim=-1)
-        return F.linear(F.silu(gate) * up, self.w2.weight)
+        gate, up = project(x, self.fused()).chunk(2, dim=-1)
+        return project(F.silu(gate) * up, self.w2.weight)
 
 
 class TransformerBlock(nn.Module):
@@ -288,15 +297,15 @@ class CrossAttention(nn.Module):
     def project_kv(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys/values [B, H, S, D] of the sources; decoding computes them once per latent."""
         b, s, _ = kv.shape
-        kv = F.linear(self.cross_attn_norm_kv.forward(kv), self.fused())
+        kv = project(self.cross_attn_norm_kv.forward(kv), self.fused())
         k, v = kv.view(b, s, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return k, v
 
     def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, t, _ = x.shape
-        q = F.linear(self.cross_attn_norm_q.forward(x), self.wq.weight)
+        q = project(self.cross_attn_norm_q.forward(x), self.wq.weight)
         out = attention(q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2), k, v, mask)
-        return x + F.linear(out.transpose(1, 2).reshape(b, t, -1), self.wo.weight)
+        return x + project(out.transpose(1, 2).reshape(b, t, -1), self.wo.weight)
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.attend(x, *self.project_kv(kv), mask)
