@@ -93,7 +93,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return exit_info.value.code, out, err
 
 
-VOLATILE = {"wall_s", "bytes_per_s", "time"}  # record fields that differ between identical runs
+VOLATILE = {"wall_s", "bytes_per_s", "time", "prefill_s", "ttft_s", "decode_s", "ms_per_byte"}  # record fields that differ between identical runs
 
 
 def stable_records(folder: Path) -> list[dict]:

@@ -146,3 +146,54 @@ def test_sweeps_stop_inside_decoding_at_the_task_stop_strings(tmp_path, monkeypa
     assert stopped["stopped_at_string"] and stopped["bytes_generated"] == out.find(needle)
     assert bytes.fromhex(stopped["output_hex"]) == out[: out.find(needle)]
     assert stopped["nfe"]["decoder"] < full["nfe"]["decoder"]
+
+
+def test_timing_repeats_interleave_methods_fix_threads_and_record_the_environment(tmp_path, monkeypatch):
+    """Also: the report says where the run was timed, and warns when the load exceeded the threads."""
+    import torch
+
+    import bltbench.runner.sweep as sweep_module
+
+    order, real = [], sweep_module.measure
+
+    def recording(spec, *args, **kwargs):
+        order.append((spec.label, torch.get_num_threads()))
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "measure", recording)
+    threads = torch.get_num_threads()
+    suite = parse_suite({**SUITE, "tasks": [SUITE["tasks"][0]], "timing": {"repeats": 3, "threads": 1}}, "t.yaml")
+    run_suite(suite, tmp_path / "run", data_dir=str(DATA))
+    assert order == [("blt", 1), ("blt-s-4", 1)] * 3  # one sample: A B A B A B, at one thread
+    assert torch.get_num_threads() == threads  # restored after the run
+    records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    assert [r["method"] for r in records] == ["blt", "blt-s-4"]
+    assert all(r["timing_repeats"] == 3 and r["threads"] == 1 and r["decode_s"] > 0 for r in records)
+    env = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert len(env) == 1 and env[0]["threads"] == 1 and env[0]["torch"] == torch.__version__
+    assert env[0]["dtype"] == "float32" and "load_end" in env[0]
+    for bad, fragment in [({"repeats": 0}, "timing.repeats must be a positive integer"),
+                          ({"threads": "two"}, "timing.threads must be a positive integer"),
+                          ({"warmup": 1}, "unknown timing fields warmup"), ([3], "timing must be a mapping")]:
+        with pytest.raises(BltbenchError, match=fragment):
+            parse_suite({**SUITE, "timing": bad}, "t.yaml")
+    _report_warns_when_the_load_exceeded_the_threads(tmp_path)
+
+
+def _report_warns_when_the_load_exceeded_the_threads(tmp_path):
+    from bltbench.reporting.report import timing_warnings, write_report
+    from bltbench.reporting.rundata import load_run
+
+    path = tmp_path / "run" / "environment.json"
+    env = json.loads(path.read_text())
+    quiet = {**env[0], "threads": 1, "load_start": 0.9, "load_end": 1.2}
+    path.write_text(json.dumps([quiet]))
+    assert not any(w.startswith("Warning") for w in timing_warnings(load_run(tmp_path / "run")))
+    path.write_text(json.dumps([quiet, {**quiet, "load_end": 2.7}]))  # a resumed session beside a busy process
+    warnings = timing_warnings(load_run(tmp_path / "run"))
+    assert sum(w.startswith("Warning: the machine's load exceeded the run's 1 thread") for w in warnings) == 1
+    html = next(p for p in write_report(tmp_path / "run", ("html",), tmp_path / "rep") if p.suffix == ".html")
+    section = html.read_text().split('<section id="wallclock">')[1].split("</section>")[0]
+    assert '<p class="warning">Warning: the machine' in section
+    path.unlink()
+    assert timing_warnings(load_run(tmp_path / "run"))[0].startswith("No environment was recorded")

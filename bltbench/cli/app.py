@@ -119,8 +119,11 @@ def compare_cmd(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON."),
     device: str = typer.Option("cpu", "--device"),
     compile: bool = typer.Option(False, "--compile", help="Run one-position steps through torch.compile (CUDA graphs on a GPU)."),
+    repeats: int = typer.Option(1, "--repeats", help="Time each (prompt, method) this many times, interleaved; medians."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Fix torch's thread count (default: torch's)."),
 ) -> None:
-    """Run several methods on the same prompts and compare NFEs, bandwidth, exact match and speed."""
+    """Run several methods on the same prompts and compare NFEs, bandwidth, exact match and decode speed
+    (prefill apart; methods interleaved A B C A B C, each sample the median of its repeats)."""
     from bltbench.decoding.sampling import SamplingConfig
     from bltbench.instrumentation.compare import DEFAULT_PROMPTS, compare, parse_methods, read_prompts
     from bltbench.model.checkpoint import load_model
@@ -130,6 +133,9 @@ def compare_cmd(
     specs = parse_methods(methods, DiffusionConfig(8, sampler_name, alpha, gamma))
     if max_bytes < 1:
         raise BltbenchError(f"--max-bytes must be >= 1, got {max_bytes}")
+    if repeats < 1:
+        raise BltbenchError(f"--repeats must be >= 1, got {repeats}")
+    n_threads = _threads(threads)
     sampling = SamplingConfig(temperature=temperature, top_p=top_p, seed=seed)
     sampling.validate()
     projections = _projections(project)
@@ -138,8 +144,11 @@ def compare_cmd(
     bundle = load_model(model, dev)
     console = _console()
     with console.status("comparing") as status:
-        rows = compare(bundle, specs, prompts, max_bytes, sampling, dev, projections, status.update, _steps(compile))
+        rows = compare(bundle, specs, prompts, max_bytes, sampling, dev, projections, status.update, _steps(compile),
+                       repeats)
     console.print(_compare_table(rows, bundle.source, len(prompts), max_bytes, projections))
+    console.print(f"decode speed: prefill apart, median over prompts (IQR beside it), each prompt the median of "
+                  f"{repeats} interleaved repeat{'s' if repeats > 1 else ''}; {dev}, {n_threads} threads")
     _write_rows(rows, csv_path, json_path, console)
 
 
@@ -151,7 +160,7 @@ def _compare_table(rows, source: str, n_prompts: int, max_bytes: int, projection
 
     table = Table(title=f"{source}: {n_prompts} prompts, up to {max_bytes} bytes each")
     for col in ("method", "bytes", "NFE/B ent", "NFE/B enc", "NFE/B glob", "NFE/B dec", "MB/B paper",
-                "MB/B ext", "MB/B +KV", "vs blt", "exact", "B/s", "B/dec pass", "B/verify"):
+                "MB/B ext", "MB/B +KV", "vs blt", "exact", "B/s", "ms/B (IQR)", "TTFT ms", "B/dec pass", "B/verify"):
         table.add_column(col, justify="right")
     for name in projections:
         table.add_column(f"GB/B {name}", justify="right")
@@ -160,7 +169,8 @@ def _compare_table(rows, source: str, n_prompts: int, max_bytes: int, projection
         cells = [r.method, str(r.bytes)] + [fmt(r.nfe_per_byte[c], ".3f") for c in ("entropy", "encoder", "global", "decoder")]
         cells += [fmt(r.gb_per_byte * 1e3, ".3f"), fmt(r.gb_per_byte_ext * 1e3, ".3f"), fmt(r.gb_per_byte_kv * 1e3, ".3f"),
                   fmt(None if r.reduction is None else -r.reduction, "+.1%"), fmt(r.exact_match, ".0%"),
-                  fmt(r.bytes_per_s, ".1f"), fmt(r.bytes_per_decoder_pass, ".2f"), fmt(r.accepted_per_verify, ".2f")]
+                  fmt(r.bytes_per_s, ".1f"), f"{r.ms_per_byte:.2f} ({r.ms_per_byte_iqr:.2f})", fmt(r.ttft_ms, ".1f"),
+                  fmt(r.bytes_per_decoder_pass, ".2f"), fmt(r.accepted_per_verify, ".2f")]
         for name in projections:
             p = r.projected[name]
             cells += [fmt(p["gb_per_byte"], ".3f"), fmt(None if p["reduction"] is None else -p["reduction"], "+.1%")]
@@ -356,20 +366,29 @@ def run_cmd(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Defaults to $BLTBENCH_DATA."),
     device: str = typer.Option("cpu", "--device"),
     compile: bool = typer.Option(False, "--compile", help="Run one-position steps through torch.compile (CUDA graphs on a GPU)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Time each (sample, method) this many times, interleaved (overrides the suite's timing)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Fix torch's thread count (overrides the suite's timing)."),
 ) -> None:
     """Sweep a suite's methods over its tasks; records, summary and where they went."""
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bltbench.runner.suite import load_suite
+    import dataclasses
+
+    from bltbench.runner.suite import Timing, load_suite
     from bltbench.runner.sweep import run_suite
 
     if limit is not None and limit < 1:
         raise BltbenchError(f"--limit must be positive, got {limit}")
     if resume and out is None:
         raise BltbenchError("--resume needs --out: the run folder to continue")
+    for name, value in (("--repeats", repeats), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise BltbenchError(f"{name} must be >= 1, got {value}")
     suite = load_suite(suite_path)
+    if repeats is not None or threads is not None:
+        suite = dataclasses.replace(suite, timing=Timing(repeats or suite.timing.repeats, threads or suite.timing.threads))
     folder = out or Path("results") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     console = _console()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

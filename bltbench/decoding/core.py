@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bltbench.decoding.clock import PhaseClock
 from bltbench.decoding.result import Generation
 from bltbench.decoding.sampling import Sampler
 from bltbench.decoding.stopping import NO_STOP, StopStrings
@@ -101,6 +102,7 @@ class DecodeContext:
         state.place_patches(len(prompt), "prefill")
         if len(prompt) > 1:
             state.extend(len(prompt) - 1, "prefill")
+        request.clock.mark("prefill")
         return state
 
 
@@ -110,6 +112,7 @@ class DecodeRequest:
     max_bytes: int
     sampler: Sampler
     stop: StopStrings = NO_STOP
+    clock: PhaseClock = field(default_factory=PhaseClock)  # started with the request: make it just before running
 
     def __post_init__(self) -> None:
         if len(self.prompt_ids) < 2:
@@ -157,6 +160,7 @@ class Output:
         self.stopped = self.request.stop.cut(self.ids, before)
         kept = max(0, len(self.ids) - before)  # a stop string may cut into earlier rounds' bytes too
         self.committed.append(kept)
+        self.request.clock.mark("first")
         return kept
 
     def verified(self, drafted: int, accepted: int) -> None:
@@ -169,7 +173,8 @@ class Output:
                 "verify_rounds": len(self.committed), "committed_bytes": sum(self.committed)}
 
     def generation(self, patches: list[int] | Callable[[], list[int]], extras: dict | None = None) -> Generation:
-        return Generation(list(self.request.prompt_ids), self.ids, self.eos, patches, extras or {}, self.stopped)
+        phases = self.request.clock.phases()
+        return Generation(list(self.request.prompt_ids), self.ids, self.eos, patches, extras or {}, self.stopped, phases)
 
     def committed_patches(self, state: IncrementalBLT) -> list[int]:
         """Patch lengths over prompt + output, when the model ran every byte but the last (its flag

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import bltbench.decoding.blt  # noqa: F401  (each method module registers its methods)
 import bltbench.decoding.speculative  # noqa: F401
+from bltbench.decoding.clock import PhaseClock
 from bltbench.decoding.core import REGISTRY, DecodeContext, DecodeRequest, lookup
 from bltbench.decoding.diffusion import DiffusionConfig
 from bltbench.decoding.result import Generation
@@ -137,5 +138,6 @@ def generate(
     fixed-shape steps; CUDA graphs on a GPU)."""
     spec.validate(bundle)
     stop = stop if isinstance(stop, StopStrings) else StopStrings(stop)
-    request = DecodeRequest(list(prompt_ids), max_bytes, sampler, stop)
-    return lookup(spec.engine).run(context(spec, bundle, observer, steps), request, spec)
+    ctx = context(spec, bundle, observer, steps)
+    request = DecodeRequest(list(prompt_ids), max_bytes, sampler, stop, PhaseClock(ctx.device))
+    return lookup(spec.engine).run(ctx, request, spec)

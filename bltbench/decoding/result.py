@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bltbench.decoding.clock import Phases
 from bltbench.model.ids import ids_to_bytes
 
 
@@ -16,6 +17,7 @@ class Generation:
     patches: list[int] | Callable[[], list[int]]  # a list, or how to compute it outside the timed region
     extras: dict = field(default_factory=dict)
     stopped_at_string: bool = False  # a stop string ended the output (it is cut off, not included)
+    phases: Phases | None = None  # when the prefill, the first round and the generation ended
 
     @property
     def patch_lengths(self) -> list[int]:

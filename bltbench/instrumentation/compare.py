@@ -11,7 +11,14 @@ from bltbench.decoding.methods import MethodSpec, parse_method
 from bltbench.decoding.sampling import SamplingConfig
 from bltbench.errors import BltbenchError
 from bltbench.instrumentation.bench import FEW_SHOT_PROMPT, SHORT_PROMPT
-from bltbench.instrumentation.measure import Measurement, measure, median_bytes_per_s
+from bltbench.instrumentation.measure import (
+    Measurement,
+    decode_spread,
+    measure,
+    median_bytes_per_s,
+    median_of_repeats,
+)
+from bltbench.instrumentation.timing import interleaved
 from bltbench.instrumentation.meter import COMPONENTS
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.ids import encode_prompt
@@ -35,7 +42,10 @@ class CompareRow:
     gb_per_byte_kv: float
     reduction: float | None  # 1 - GB / GB(blt), paper proxy
     exact_match: float | None  # share of prompts whose output equals blt greedy
-    bytes_per_s: float  # median over prompts
+    bytes_per_s: float  # decode bytes/s (prefill apart), median over prompts
+    ms_per_byte: float  # decode ms per byte, median over prompts
+    ms_per_byte_iqr: float  # its spread over prompts (NaN under two prompts)
+    ttft_ms: float | None  # time to the first byte, median over prompts
     bytes_per_decoder_pass: float
     accepted_per_verify: float | None
     projected: dict[str, dict[str, float | None]] = field(default_factory=dict)
@@ -92,10 +102,13 @@ def compare(
     projections: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
     steps: str = "eager",
+    repeats: int = 1,
 ) -> list[CompareRow]:
     """Every method on every prompt. Reductions are against `blt` on BLT weights (the paper's baseline);
     exact matches are against greedy decoding of the method's own causal path (BLT for blt / blt-s,
-    BLT-D's next-byte path for blt-d / blt-dv), each run if not asked for."""
+    BLT-D's next-byte path for blt-d / blt-dv), each run if not asked for. Timing: every method
+    warms up first; then `repeats` rounds, each running every method on a prompt before the next
+    prompt (A B C A B C), and each sample's time is the median of its repeats."""
     runs: dict[str, list[Measurement]] = {}
     baseline = MethodSpec("blt") if bundle.blt is not None else MethodSpec("blt", weights="blt-d")
     references = {w: MethodSpec("blt", weights=None if w == "blt" else w) for w in {s.runs_on for s in specs}}
@@ -103,15 +116,20 @@ def compare(
     for extra in [baseline, *references.values()]:
         if all(extra.label != s.label for s in order):
             order.append(extra)
+    by_label = {spec.label: spec for spec in order}
+    encoded = [encode_prompt(prompt.encode()) for prompt in prompts]
+    done = iter(range(1, repeats * len(prompts) * len(order) + 1))
+
+    def run(unit: tuple[int, str]) -> Measurement:
+        i, label = unit
+        if progress:
+            progress(f"{label}: prompt {i + 1}/{len(prompts)} (run {next(done)} of {repeats * len(prompts) * len(order)})")
+        return measure(by_label[label], bundle, encoded[i], max_bytes, sampling, device, projections, steps=steps)
+
+    units = [(i, spec.label) for i in range(len(prompts)) for spec in order]
+    timed = interleaved(units, repeats, run)
     for spec in order:
-        runs[spec.label] = []
-        for i, prompt in enumerate(prompts):
-            if progress:
-                progress(f"{spec.label}: prompt {i + 1}/{len(prompts)}")
-            runs[spec.label].append(
-                measure(spec, bundle, encode_prompt(prompt.encode()), max_bytes, sampling, device, projections,
-                        steps=steps)
-            )
+        runs[spec.label] = [median_of_repeats(timed[(i, spec.label)]) for i in range(len(prompts))]
     base = runs[baseline.label]
     base_bytes, base_gb, _, _ = _totals(base)
     rows = []
@@ -145,6 +163,7 @@ def compare(
                 reduction=1 - (gb / n) / (base_gb / base_bytes) if n and base_bytes and base_gb else None,
                 exact_match=exact,
                 bytes_per_s=median_bytes_per_s(ms),
+                **decode_spread(ms),
                 bytes_per_decoder_pass=n / max(1, sum(m.nfe["decoder"] for m in ms)),
                 accepted_per_verify=pooled_bytes_per_verify(rounds),
                 projected=projected,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -26,3 +27,31 @@ def timed(fn: Callable[[], T], device: str | torch.device = "cpu") -> tuple[T, f
     t0 = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - t0
+
+
+K = TypeVar("K")
+
+
+def interleaved(units: list[K], repeats: int, run: Callable[[K], T]) -> dict[K, list[T]]:
+    """`repeats` rounds over every unit in order (A B C, A B C, ...): drift on a busy machine then hits
+    every unit alike instead of whichever ran last. Returns each unit's results in round order."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    results: dict[K, list[T]] = {unit: [] for unit in units}
+    for _ in range(repeats):
+        for unit in units:
+            results[unit].append(run(unit))
+    return results
+
+
+@contextmanager
+def fixed_threads(threads: int | None):
+    """torch's intra-op thread count fixed for a block (None: left as it is), restored after it: CPU
+    thread pools fighting for cores distort timings many times over."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

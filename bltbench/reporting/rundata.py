@@ -18,7 +18,7 @@ import yaml
 
 from bltbench.errors import BltbenchError
 from bltbench.instrumentation.meter import COMPONENTS
-from bltbench.runner.store import RECORDS, SUITE, SUMMARY_JSON
+from bltbench.runner.store import ENVIRONMENT, RECORDS, SUITE, SUMMARY_JSON
 
 RESULTS_ROOT = Path("results")
 
@@ -52,6 +52,7 @@ class RunData:
     tasks: list[str]  # every task, scoring tasks included
     records_per_task: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    environment: list[dict] = field(default_factory=list)  # one entry per sweep session (environment.json)
 
     @property
     def model(self) -> str:
@@ -132,6 +133,9 @@ def _sample_row(r: dict) -> dict:
         "gb_ext": _number(r.get("bandwidth_gb_ext")),
         "gb_kv": _number(r.get("bandwidth_gb_kv")),
         "wall_s": _number(r.get("wall_s")),
+        "prefill_s": _number(r.get("prefill_s")),
+        "ttft_s": _number(r.get("ttft_s")),
+        "decode_s": _number(r.get("decode_s")),  # NaN in records written before phases were timed
         "accepted_per_verify": _number(r.get("accepted_per_verify")),
         "verify_rounds": _number(r.get("verify_rounds")),
         "committed_bytes": _number(r.get("committed_bytes")),
@@ -191,4 +195,15 @@ def load_run(run: str | Path) -> RunData:
     if empty:
         notes.append(f"{empty} sample(s) generated no bytes (EOS at once); they count in no per-byte figure.")
     counts = {t: int(n) for t, n in every["task"].value_counts().items()}
-    return RunData(folder.resolve().name, folder, suite, samples, summary, methods, tasks, counts, notes)
+    return RunData(folder.resolve().name, folder, suite, samples, summary, methods, tasks, counts, notes,
+                   _read_environment(folder))
+
+
+def _read_environment(folder: Path) -> list[dict]:
+    """What each sweep session was timed on; [] for runs without the file (or a damaged one)."""
+    path = folder / ENVIRONMENT
+    try:
+        sessions = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []

@@ -22,6 +22,7 @@ RECORDS = "records.jsonl"
 SUITE = "suite.yaml"
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
+ENVIRONMENT = "environment.json"
 
 
 def record_key(record: dict) -> tuple[str, str, str]:
@@ -90,6 +91,18 @@ class RunStore:
 
     def records(self) -> list[dict]:
         return list(self._records)
+
+    def write_environment(self, env: dict) -> None:
+        """What the run was timed on (one entry per sweep session: a resumed run adds its own)."""
+        path = self.folder / ENVIRONMENT
+        sessions = []
+        if path.exists():
+            try:
+                sessions = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                sessions = []
+        sessions = (sessions if isinstance(sessions, list) else []) + [env]
+        write_text_atomic(path, json.dumps(sessions, indent=2) + "\n")
 
     def write_summary(self, rows: list[dict]) -> None:
         write_text_atomic(self.folder / SUMMARY_JSON, json.dumps(rows, indent=2, ensure_ascii=False) + "\n")

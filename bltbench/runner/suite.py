@@ -6,6 +6,7 @@
     sampling: {temperature: 0.0}    # default for every task
     project: [blt-1b, blt-7b]       # also price every trace at these sizes
     compile: false                  # run one-position steps through torch.compile (CUDA graphs on a GPU)
+    timing: {repeats: 3, threads: 1}  # each sample timed 3 times, methods interleaved; torch at 1 thread
     tasks:
       - {name: flores-fr-en, limit: 4, max_bytes: 128}
       - {name: diversity, limit: 4, sampling: {temperature: 1.0, top_p: 0.9}}
@@ -29,7 +30,8 @@ from bltbench.instrumentation.params import profile
 from bltbench.suites.tasks.base import ScoringTask
 from bltbench.suites.tasks.registry import get_task
 
-SUITE_FIELDS = {"name", "model", "methods", "sampling", "project", "tasks", "data_dir", "description", "compile"}
+SUITE_FIELDS = {"name", "model", "methods", "sampling", "project", "tasks", "data_dir", "description", "compile", "timing"}
+TIMING_FIELDS = {"repeats", "threads"}
 TASK_FIELDS = {"name", "limit", "max_bytes", "sampling"}
 SAMPLING_FIELDS = {"temperature", "top_p", "top_k", "seed"}
 
@@ -52,6 +54,31 @@ class Suite:
     data_dir: str | None = None
     source: dict = field(default_factory=dict, compare=False)
     compile: bool = False
+    timing: "Timing" = field(default_factory=lambda: Timing())
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How generation samples are timed: `repeats` runs of each (sample, method), methods interleaved
+    (A B C A B C), the median kept; `threads` fixes torch's thread count (None: torch's default)."""
+
+    repeats: int = 1
+    threads: int | None = None
+
+
+def _timing(raw: Any, where: str) -> Timing:
+    if raw is None:
+        return Timing()
+    if not isinstance(raw, dict):
+        raise BltbenchError(f"{where}: timing must be a mapping with repeats and/or threads")
+    unknown = set(raw) - TIMING_FIELDS
+    if unknown:
+        raise BltbenchError(f"{where}: unknown timing fields {', '.join(sorted(unknown))}")
+    for key in TIMING_FIELDS:
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise BltbenchError(f"{where}: timing.{key} must be a positive integer, got {value!r}")
+    return Timing(raw.get("repeats") or 1, raw.get("threads"))
 
 
 def _sampling(raw: Any, where: str, base: SamplingConfig | None = None) -> SamplingConfig:
@@ -128,7 +155,7 @@ def parse_suite(raw: Any, where: str) -> Suite:
     if not isinstance(compile, bool):
         raise BltbenchError(f"{where}: compile must be true or false, got {compile!r}")
     return Suite(str(raw["name"]), str(raw["model"]), methods, tuple(tasks), tuple(map(str, project)),
-                 raw.get("data_dir"), raw, compile)
+                 raw.get("data_dir"), raw, compile, _timing(raw.get("timing"), where))
 
 
 def load_suite(path: Path) -> Suite:

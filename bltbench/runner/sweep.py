@@ -14,12 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from bltbench.decoding.methods import MethodSpec
 from bltbench.instrumentation.bandwidth import price
 from bltbench.instrumentation.compare import pooled_bytes_per_verify
-from bltbench.instrumentation.measure import measure, own_params
+from bltbench.instrumentation.environment import environment, load_average
+from bltbench.instrumentation.measure import measure, median_of_repeats, own_params
 from bltbench.instrumentation.meter import COMPONENTS, Meter
 from bltbench.instrumentation.params import profile
+from bltbench.instrumentation.timing import fixed_threads, interleaved
 from bltbench.model.checkpoint import load_model
 from bltbench.model.ids import encode_prompt
 from bltbench.runner.store import RunStore
@@ -57,7 +61,13 @@ def run_suite(
     compile: bool = False,
 ) -> SweepResult:
     """Every method over every task's samples; `compile` (or the suite's `compile: true`) runs
-    one-position steps compiled."""
+    one-position steps compiled; the suite's `timing:` sets repeats and torch's thread count (restored
+    after the run)."""
+    with fixed_threads(suite.timing.threads):
+        return _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, compile)
+
+
+def _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, compile) -> SweepResult:
     steps = "compiled" if compile or suite.compile else "eager"
     data = DataSource(data_dir or suite.data_dir)
     plan: list[tuple[object, object, list[Sample]]] = []
@@ -72,63 +82,89 @@ def run_suite(
     if on_plan:
         on_plan(len(suite.methods) * sum(len(s) for _, _, s in plan))
     written = skipped = 0
+    weights = bundle.blt if bundle.blt is not None else bundle.blt_d
+    env = environment(device, next(weights.parameters()).dtype)
+    labels = {spec.label: spec for spec in suite.methods}
+
+    def done(label: str, task_name: str, what: str = "") -> None:
+        if on_sample:
+            on_sample(f"{label} {task_name}{what}")
+
+    # Generation tasks, sample by sample: every method on one prompt, `repeats` rounds interleaved
+    # (A B C A B C), so a busy machine slows every method alike; each record keeps the median timing.
+    for entry, task, samples in plan:
+        if isinstance(task, ScoringTask):
+            continue
+        budget = entry.max_bytes or task.max_bytes
+        for sample in samples:
+            pending = [label for label in labels if not store.has((label, task.name, sample.id))]
+            for label in labels:
+                if label not in pending:
+                    skipped += 1
+                    done(label, task.name, ": skipped (done)")
+            if not pending:
+                continue
+            ids = encode_prompt(sample.prompt.encode())
+            timed = interleaved(pending, suite.timing.repeats, lambda label: measure(
+                labels[label], bundle, ids, budget, entry.sampling, device, suite.project, stop=task.stop, steps=steps))
+            for label in pending:
+                store.append(_generation_record(labels[label], task, sample, entry, budget,
+                                                median_of_repeats(timed[label]), suite.timing.repeats))
+                written += 1
+                done(label, task.name)
     scored = _scored_by_weights(store.records())
     for spec in suite.methods:
         scorer = None
         for entry, task, samples in plan:
+            if not isinstance(task, ScoringTask):
+                continue
             todo = []
             for sample in samples:
                 if store.has((spec.label, task.name, sample.id)):
                     skipped += 1
-                    if on_sample:
-                        on_sample(f"{spec.label} {task.name}: skipped (done)")
+                    done(spec.label, task.name, ": skipped (done)")
                 else:
                     todo.append(sample)
-            if isinstance(task, ScoringTask):
-                weights = spec.runs_on
-                fresh = []
-                for sample in todo:
-                    prior = scored.get((weights, task.name, sample.id))
-                    if prior is None:
-                        fresh.append(sample)
-                        continue
-                    store.append(_reused(prior, spec))
-                    written += 1
-                    if on_sample:
-                        on_sample(f"{spec.label} {task.name}")
-                if fresh:
-                    scorer = scorer or Scorer(bundle, spec, device=device, steps=steps)
-                    for result in task.evaluate(scorer, fresh):
-                        record = _scoring_record(spec, task, result, bundle, suite.project)
-                        store.append(record)
-                        scored[(weights, task.name, result.sample.id)] = record
-                        written += 1
-                        if on_sample:
-                            on_sample(f"{spec.label} {task.name}")
-                continue
-            budget = entry.max_bytes or task.max_bytes
+            weights = spec.runs_on
+            fresh = []
             for sample in todo:
-                m = measure(spec, bundle, encode_prompt(sample.prompt.encode()), budget, entry.sampling, device, suite.project,
-                            stop=task.stop, steps=steps)
-                completion = task.postprocess(m.generation.text)
-                record = {
-                    "method": spec.label,
-                    "task": task.name,
-                    "sample_id": sample.id,
-                    "settings": {**_settings(spec), "sampling": vars(entry.sampling), "max_bytes": budget},
-                    "completion": completion,
-                    "score": task.score(sample, completion),
-                    **{k: v for k, v in m.to_json().items() if k not in ("method", "output")},
-                    "output": m.generation.text,
-                    "time": time.time(),
-                }
-                store.append(record)
+                prior = scored.get((weights, task.name, sample.id))
+                if prior is None:
+                    fresh.append(sample)
+                    continue
+                store.append(_reused(prior, spec))
                 written += 1
-                if on_sample:
-                    on_sample(f"{spec.label} {task.name}")
+                done(spec.label, task.name)
+            if fresh:
+                scorer = scorer or Scorer(bundle, spec, device=device, steps=steps)
+                for result in task.evaluate(scorer, fresh):
+                    record = _scoring_record(spec, task, result, bundle, suite.project)
+                    store.append(record)
+                    scored[(weights, task.name, result.sample.id)] = record
+                    written += 1
+                    done(spec.label, task.name)
+    env["load_end"] = load_average()
+    store.write_environment(env)
     summary = summarize(suite, store.records(), {t.name: (t, s) for _, t, s in plan})
     store.write_summary(summary)
     return SweepResult(folder, written, skipped, summary)
+
+
+def _generation_record(spec: MethodSpec, task, sample: Sample, entry, budget: int, m, repeats: int) -> dict:
+    completion = task.postprocess(m.generation.text)
+    return {
+        "method": spec.label,
+        "task": task.name,
+        "sample_id": sample.id,
+        "settings": {**_settings(spec), "sampling": vars(entry.sampling), "max_bytes": budget},
+        "completion": completion,
+        "score": task.score(sample, completion),
+        **{k: v for k, v in m.to_json().items() if k not in ("method", "output")},
+        "timing_repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "output": m.generation.text,
+        "time": time.time(),
+    }
 
 
 def _settings(spec: MethodSpec) -> dict:
@@ -237,10 +273,18 @@ def _costs(suite: Suite, recs: list[dict], bytes_field: str) -> dict:
         "gb_per_byte_ext": per(sum(r["bandwidth_gb_ext"] for r in recs)),
         "gb_per_byte_kv": per(sum(r["bandwidth_gb_kv"] for r in recs)),
         "bytes_per_decoder_pass": n / max(1, sum(r["nfe"]["decoder"] for r in recs)),
-        "bytes_per_s": statistics.median([r[bytes_field] / r["wall_s"] for r in recs if r["wall_s"] > 0] or [0]),
+        "bytes_per_s": statistics.median([r[bytes_field] / t for r in recs if (t := _timed_s(r)) > 0] or [0]),
         "nfe_per_byte": {c: per(sum(r["nfe"][c] for r in recs)) for c in COMPONENTS},
         "projected_gb_per_byte": {p: per(sum(r["projected"][p]["bandwidth_gb"] for r in recs)) for p in suite.project},
     }
+
+
+def _timed_s(record: dict) -> float:
+    """The seconds a record's per-byte speed divides by: decode time for a generation (the prefill
+    apart; a record without phases is not timed), the scoring passes' time for a scoring record."""
+    if record.get("kind") == "scoring":
+        return record["wall_s"]
+    return record.get("decode_s") or 0.0
 
 
 def _scoring_row(suite: Suite, spec: MethodSpec, task: ScoringTask, samples: list[Sample], ordered: list) -> dict:
