@@ -142,3 +142,19 @@ def test_compare_interleaves_methods_and_takes_the_median_of_repeats(micro, monk
     assert by["blt"].ttft_ms == pytest.approx(510.0)
     # blt-s-4: prompt 1: 0.9, 0.3, 0.2 -> 0.3; prompt 2: 0.8, 0.4, 0.1 -> 0.4
     assert by["blt-s-4"].ms_per_byte == pytest.approx(1e3 * 0.35 / 8)
+
+
+def test_bench_decode_interleaves_modes_per_length(micro, monkeypatch):
+    import bltbench.instrumentation.bench as bench
+
+    order, real = [], bench.generate
+
+    def recording(spec, bundle, ids, n, *args, steps="eager", **kwargs):
+        if n > 4:  # warm-ups run 4 bytes
+            order.append(("recompute" if spec.recompute else steps, n))
+        return real(spec, bundle, ids, n, *args, steps=steps, **kwargs)
+
+    monkeypatch.setattr(bench, "generate", recording)
+    rows = bench.decode_benchmark(micro, [6, 8], b"a prompt", modes=("eager", "recompute"), repeats=2)
+    assert order == [("eager", 6), ("recompute", 6)] * 2 + [("eager", 8), ("recompute", 8)] * 2
+    assert [r.new_bytes for r in rows] == [6, 8] and all(r.same_output for r in rows)

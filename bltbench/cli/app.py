@@ -460,10 +460,11 @@ def bench_decode(
                               help="Comma-separated: eager (cached steps), compiled (cached, torch.compile), recompute."),
     ops: bool = typer.Option(False, "--ops", help="Also count aten operators per cached step (eager and compiled)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Fix torch's thread count (default: torch's)."),
+    repeats: int = typer.Option(1, "--repeats", help="Time every mode this many times per length, interleaved; medians."),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Cached (eager and compiled steps) vs --recompute BLT decoding: bytes/s and ratios at several
-    lengths, side by side in one process (greedy, EOS suppressed)."""
+    lengths, side by side in one process (greedy, EOS suppressed; modes interleaved when repeated)."""
     from rich.table import Table
 
     from bltbench.cli.prompts import read_prompt
@@ -471,6 +472,8 @@ def bench_decode(
     from bltbench.model.checkpoint import load_model
 
     sizes = _positive_ints(lengths, "--lengths")
+    if repeats < 1:
+        raise BltbenchError(f"--repeats must be >= 1, got {repeats}")
     chosen_modes = tuple(m.strip() for m in modes.split(",") if m.strip())
     bad = [m for m in chosen_modes if m not in MODES]
     if bad or not chosen_modes:
@@ -490,9 +493,10 @@ def bench_decode(
     cached = [m for m in chosen_modes if m != "recompute"]
     for name, data in chosen.items():
         with console.status(f"benchmarking ({name} prompt)") as status:
-            rows = decode_benchmark(bundle, sizes, data, recompute_max, dev, lambda m: status.update(m), chosen_modes)
+            rows = decode_benchmark(bundle, sizes, data, recompute_max, dev, lambda m: status.update(m), chosen_modes,
+                                    repeats)
         table = Table(title=f"BLT decode, {bundle.source}, {dev}, {n_threads} threads, "
-                            f"{name} prompt ({len(data)} bytes)")
+                            f"{name} prompt ({len(data)} bytes), median of {repeats} interleaved")
         table.add_column("new bytes", justify="right")
         for mode in chosen_modes:
             table.add_column(f"{mode} B/s", justify="right")

@@ -11,7 +11,7 @@ import torch
 from bltbench.decoding.methods import MethodSpec, generate
 from bltbench.decoding.sampling import Sampler, SamplingConfig
 from bltbench.instrumentation.measure import warm_up
-from bltbench.instrumentation.timing import timed
+from bltbench.instrumentation.timing import interleaved, timed
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.ids import encode_prompt
 from bltbench.profiling import count_ops
@@ -68,12 +68,13 @@ def decode_benchmark(
     device: str = "cpu",
     progress=None,
     modes: tuple[str, ...] = ("eager", "recompute"),
+    repeats: int = 1,
 ) -> list[DecodeRow]:
     """Greedy decoding of exactly `n` bytes per length (EOS is suppressed so every run is full length).
 
     Each mode warms up first (compiled steps compile once per cache size, so at each length's size);
-    then each length is timed for every mode back to back, so machine state is shared. Recompute is
-    skipped beyond `recompute_max` bytes.
+    then each length is timed for every mode, `repeats` rounds interleaved (A B C A B C) so machine
+    state is shared, and each mode keeps its median. Recompute is skipped beyond `recompute_max` bytes.
     """
     ids = encode_prompt(prompt)
 
@@ -84,19 +85,21 @@ def decode_benchmark(
 
     rows = []
     for n in lengths:
-        speeds, outputs = {}, []
-        for mode in modes:
-            if mode == "recompute" and recompute_max is not None and n > recompute_max:
-                continue
+        chosen = [m for m in modes if not (m == "recompute" and recompute_max is not None and n > recompute_max)]
+        for mode in chosen:
             if mode == "compiled":
                 warm_up(MethodSpec("blt"), bundle, device, "compiled", ids, n)
             else:
                 run(4, mode)
-            result, seconds = run(n, mode)
-            speeds[mode] = n / seconds
-            outputs.append(result.output_ids)
+
+        def timed_run(mode: str):
             if progress:
                 progress(f"{mode} {n}")
+            return run(n, mode)
+
+        timings = interleaved(chosen, repeats, timed_run)
+        speeds = {mode: n / statistics.median(seconds for _, seconds in timings[mode]) for mode in chosen}
+        outputs = [timings[mode][0][0].output_ids for mode in chosen]
         same = all(o == outputs[0] for o in outputs) if len(outputs) > 1 else None
         rows.append(DecodeRow(n, speeds, same))
     return rows
