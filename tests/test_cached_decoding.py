@@ -137,6 +137,11 @@ def test_bfloat16_one_position_steps_match_the_full_pass():
     half = dataclasses.replace(bundle, blt=bundle.blt.to(torch.bfloat16), entropy=bundle.entropy.to(torch.bfloat16))
     ids = encode_prompt(TEXT[:60])
     full = recompute_logits(context(half), ids)
-    cached, _ = step_logits(half, ids, [10] + [1] * (len(ids) - 10))
+    mv_calls = []
+    real_mv = torch.mv
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "mv", lambda w, v: mv_calls.append(w.shape) or real_mv(w, v))
+        cached, _ = step_logits(half, ids, [10] + [1] * (len(ids) - 10))
+    assert len(mv_calls) > 10 * (len(ids) - 10)  # every one-position step's projections took the mv kernel
     assert (cached - full).abs().max() < 0.05 * full.abs().max()
     assert (cached.argmax(-1) == full.argmax(-1)).float().mean() > 0.9

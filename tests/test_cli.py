@@ -276,8 +276,14 @@ def test_eval_bpb_json(capsys, tmp_path):
 
 
 def test_bench_stream_interleaves_the_reference_and_quotes_medians(capsys):
-    code, out, err = run_cli(capsys, "bench", "stream", "--preset", "tiny", "--dtype", "float32", "--new-bytes", "4",
-                             "--repeats", "2", "--working-set-gb", "0.05", "--threads", "1")
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        code, out, err = run_cli(capsys, "bench", "stream", "--preset", "tiny", "--dtype", "float32", "--new-bytes",
+                                 "4", "--repeats", "2", "--working-set-gb", "0.05", "--threads", "1")
+    finally:
+        torch.set_num_threads(threads)  # the CLI ran in this process
     assert code == 0, err
     between = re.search(r"stream ([\d.]+) GB/s \(median; measured between repeats: ([\d., ]+)\)", out)
     assert between, out

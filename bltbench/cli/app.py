@@ -539,7 +539,7 @@ def bench_stream(
     preset_name: str = typer.Option("blt-1b", "--preset", help="Random weights of this preset's dims."),
     dtype: str = typer.Option("bfloat16", "--dtype", help="float32, bfloat16 or float16."),
     hash_buckets: int = typer.Option(1024, "--hash-buckets", help="Cut hash tables to this many rows (dense dims stay)."),
-    new_bytes: int = typer.Option(32, "--new-bytes", help="Decoded bytes timed per mode (after the first)."),
+    new_bytes: int = typer.Option(32, "--new-bytes", help="Bytes decoded per timed run (the prefill is timed apart)."),
     modes: str = typer.Option("eager", "--modes", help="Comma-separated: eager, fixed, compiled."),
     repeats: int = typer.Option(3, "--repeats", help="Interleaved repeats (reference, modes, ...); medians are quoted."),
     working_set: float = typer.Option(2.0, "--working-set-gb", help="GB of distinct matrices the GEMV reference reads."),

@@ -160,7 +160,8 @@ class Output:
         self.stopped = self.request.stop.cut(self.ids, before)
         kept = max(0, len(self.ids) - before)  # a stop string may cut into earlier rounds' bytes too
         self.committed.append(kept)
-        self.request.clock.mark("first")
+        if len(self.committed) == 1:
+            self.request.clock.mark("first")
         return kept
 
     def verified(self, drafted: int, accepted: int) -> None:

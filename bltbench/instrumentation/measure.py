@@ -12,7 +12,7 @@ from bltbench.decoding.sampling import Sampler, SamplingConfig
 from bltbench.instrumentation.bandwidth import Bandwidth, price
 from bltbench.instrumentation.meter import Meter
 from bltbench.instrumentation.params import ComponentParams, component_params, profile
-from bltbench.instrumentation.timing import timed
+from bltbench.instrumentation.timing import median_and_iqr, timed
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.ids import OFFSET
 
@@ -160,12 +160,6 @@ def median_bytes_per_s(measurements: list[Measurement]) -> float:
 
 def decode_spread(measurements: list[Measurement]) -> dict[str, float | None]:
     """Per-method decode figures over its samples: median ms per byte and its IQR, median TTFT (ms)."""
-    per_byte = [1e3 / m.decode_bytes_per_s for m in measurements if m.decode_bytes_per_s]
+    median, iqr = median_and_iqr(1e3 / m.decode_bytes_per_s for m in measurements if m.decode_bytes_per_s)
     firsts = [1e3 * m.phases.ttft_s for m in measurements if m.phases.ttft_s is not None]
-    iqr = float("nan")
-    if len(per_byte) >= 2:
-        q1, _, q3 = statistics.quantiles(per_byte, n=4, method="inclusive")
-        iqr = q3 - q1
-    return {"ms_per_byte": statistics.median(per_byte) if per_byte else float("nan"), "ms_per_byte_iqr": iqr,
-            "ttft_ms": statistics.median(firsts) if firsts else None}
-
+    return {"ms_per_byte": median, "ms_per_byte_iqr": iqr, "ttft_ms": statistics.median(firsts) if firsts else None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from contextlib import contextmanager
 from collections.abc import Callable
@@ -55,3 +56,15 @@ def fixed_threads(threads: int | None):
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def median_and_iqr(values) -> tuple[float, float]:
+    """The median and interquartile range (inclusive quartiles, as pandas' linear ones) every timing
+    table quotes; NaN for what fewer values cannot give (no values: both; one value: the IQR)."""
+    values = sorted(float(v) for v in values)
+    if not values:
+        return float("nan"), float("nan")
+    if len(values) == 1:
+        return values[0], float("nan")
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return median, q3 - q1

@@ -19,6 +19,7 @@ from bltbench.instrumentation.bandwidth import paper_gb
 from bltbench.instrumentation.compare import pooled_bytes_per_verify
 from bltbench.instrumentation.meter import COMPONENTS
 from bltbench.instrumentation.params import ComponentParams, profile
+from bltbench.instrumentation.timing import median_and_iqr
 from bltbench.reporting.rundata import NON_METRIC_FIELDS, RunData
 
 BASELINE = "blt"
@@ -47,11 +48,6 @@ def _per_byte(total: float, n_bytes: int) -> float:
     return total / n_bytes if n_bytes else math.nan
 
 
-def _iqr(values: pd.Series) -> float:
-    """Interquartile range (the spread quoted beside a median); NaN under two values."""
-    return float(values.quantile(0.75) - values.quantile(0.25)) if len(values) >= 2 else math.nan
-
-
 def method_costs(run: RunData) -> pd.DataFrame:
     """One row per method, over all its tasks: bandwidth (GB/byte), NFEs per byte by component, bytes per
     decoder pass and per verification, wall-clock, exact match and projections."""
@@ -72,8 +68,7 @@ def method_costs(run: RunData) -> pd.DataFrame:
             **{f"nfe_{c}": _per_byte(m[f"nfe_{c}"].sum(), n) for c in COMPONENTS},
             "bytes_per_decoder_pass": n / decoder_passes if decoder_passes else math.nan,
             "bytes_per_verify": _bytes_per_verify(m),  # NaN when the method never verifies
-            "ms_per_byte": (1e3 * timed["decode_s"] / timed["bytes"]).median() if len(timed) else math.nan,
-            "ms_per_byte_iqr": _iqr(1e3 * timed["decode_s"] / timed["bytes"]),
+            **dict(zip(("ms_per_byte", "ms_per_byte_iqr"), median_and_iqr(1e3 * timed["decode_s"] / timed["bytes"]))),
             "bytes_per_s": (timed["bytes"] / timed["decode_s"]).median() if len(timed) else math.nan,
             "ttft_ms": (1e3 * timed["ttft_s"]).median() if len(timed) else math.nan,
             "exact_match": _exact_match(run, method),
