@@ -136,7 +136,7 @@ def test_bench_decode_counts_operators_per_cached_step(capsys):
     assert code == 0, err
     ops = re.search(r"aten operators per cached step, eager: (\d+)", out)
     assert ops and 100 < int(ops.group(1)) < 20000, out
-    assert re.search(r"cpu, 1\s+threads", out), out
+    assert re.search(r"cpu,\s+float32, 1\s+threads", out), out
 
 
 @pytest.mark.slow

@@ -40,6 +40,17 @@ def _steps(compile: bool) -> str:
     return "compiled" if compile else "eager"
 
 
+DTYPE_HELP = "fp32, bf16 or fp16: weights and activations (the paper proxy stays priced at 16 bits)."
+BUCKETS_HELP = "Resize a random preset's hash tables to this many rows (dense dims stay; pricing reads no tables)."
+
+
+def _load(model: str, device: str, dtype: str | None, hash_buckets: int | None = None, weights=None):
+    """The one way commands load a bundle: in the asked dtype, only the weights the methods run on."""
+    from bltbench.model.checkpoint import load_model
+
+    return load_model(model, device, dtype, hash_buckets, weights)
+
+
 @app.command("generate")
 def generate_cmd(
     model: str = typer.Option(..., "--model", help="random:PRESET[:SEED], a bundled model name, or a checkpoint folder."),
@@ -62,6 +73,8 @@ def generate_cmd(
     project: Optional[str] = typer.Option(None, "--project", help="Also price the NFE trace as these presets (comma-separated, e.g. blt-1b,blt-7b)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     compile: bool = typer.Option(False, "--compile", help="Run one-position steps through torch.compile (CUDA graphs on a GPU)."),
+    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
+    hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help=BUCKETS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Generate bytes from a prompt, metered."""
@@ -71,7 +84,6 @@ def generate_cmd(
     from bltbench.decoding.sampling import SamplingConfig
     from bltbench.instrumentation.measure import measure
     from bltbench.instrumentation.params import profile
-    from bltbench.model.checkpoint import load_model
     from bltbench.model.ids import encode_prompt
 
     spec = parse_method(method, k, recompute, DiffusionConfig(block, sampler_name, alpha, gamma), weights)
@@ -82,11 +94,12 @@ def generate_cmd(
     projections = _projections(project)
     data = read_prompt(prompt, prompt_file)
     dev = _device(device)
-    bundle = load_model(model, dev)
+    bundle = _load(model, dev, dtype, hash_buckets, (spec.runs_on,))
     result = measure(spec, bundle, encode_prompt(data), max_bytes, sampling, dev, projections, stop=tuple(stop),
                      steps=_steps(compile))
     if as_json:
-        record = {"model": bundle.source, "recompute": recompute, **result.to_json()}
+        record = {"model": bundle.source, "hash_buckets": bundle.config.hash_buckets, "recompute": recompute,
+                  **result.to_json()}
         typer.echo(json.dumps(record, ensure_ascii=False))
     else:
         sys.stdout.write(result.generation.text + "\n")
@@ -121,12 +134,13 @@ def compare_cmd(
     compile: bool = typer.Option(False, "--compile", help="Run one-position steps through torch.compile (CUDA graphs on a GPU)."),
     repeats: int = typer.Option(1, "--repeats", help="Time each (prompt, method) this many times, interleaved; medians."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Fix torch's thread count (default: torch's)."),
+    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
+    hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help=BUCKETS_HELP),
 ) -> None:
     """Run several methods on the same prompts and compare NFEs, bandwidth, exact match and decode speed
     (prefill apart; methods interleaved A B C A B C, each sample the median of its repeats)."""
     from bltbench.decoding.sampling import SamplingConfig
     from bltbench.instrumentation.compare import DEFAULT_PROMPTS, compare, parse_methods, read_prompts
-    from bltbench.model.checkpoint import load_model
 
     from bltbench.decoding.diffusion import DiffusionConfig
 
@@ -141,14 +155,15 @@ def compare_cmd(
     projections = _projections(project)
     prompts = read_prompts(prompts_file) if prompts_file is not None else list(DEFAULT_PROMPTS)
     dev = _device(device)
-    bundle = load_model(model, dev)
+    bundle = _load(model, dev, dtype, hash_buckets, {spec.runs_on for spec in specs})
     console = _console()
     with console.status("comparing") as status:
         rows = compare(bundle, specs, prompts, max_bytes, sampling, dev, projections, status.update, _steps(compile),
                        repeats)
     console.print(_compare_table(rows, bundle.source, len(prompts), max_bytes, projections))
     console.print(f"decode speed: prefill apart, median over prompts (IQR beside it), each prompt the median of "
-                  f"{repeats} interleaved repeat{'s' if repeats > 1 else ''}; {dev}, {n_threads} threads")
+                  f"{repeats} interleaved repeat{'s' if repeats > 1 else ''}; {dev}, {n_threads} threads, "
+                  f"{_dtype_of(bundle)}")
     _write_rows(rows, csv_path, json_path, console)
 
 
@@ -323,11 +338,11 @@ def eval_bpb_cmd(
     window: int = typer.Option(512, "--window"),
     as_json: bool = typer.Option(False, "--json"),
     device: str = typer.Option("cpu", "--device"),
+    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
 ) -> None:
     """Bits per byte of a bundle's BLT or BLT-D causal path (or of its entropy model), the mean patch
     length its patcher cuts on the same text, and the share of bytes predicted with top-1 probability
     above 0.5 / 0.7 / 0.9 (what a confidence sampler at that alpha can commit without a fallback)."""
-    from bltbench.model.checkpoint import load_model
     from bltbench.training.calibrate import document_entropies, mean_patch_length
     from bltbench.training.corpus import read_documents
     from bltbench.training.evaluate import score_text
@@ -335,7 +350,9 @@ def eval_bpb_cmd(
     for path in data:
         if not path.exists():
             raise BltbenchError(f"data file {path} does not exist")
-    bundle = load_model(model, _device(device))
+    if weights not in ("blt", "blt-d", "entropy"):
+        raise BltbenchError(f"unknown weights {weights!r} (blt, blt-d or entropy)")
+    bundle = _load(model, _device(device), dtype, None, () if weights == "entropy" else (weights,))
     docs = read_documents(data)
     entropy = bundle.require_entropy()
     if weights == "entropy":
@@ -368,6 +385,8 @@ def run_cmd(
     compile: bool = typer.Option(False, "--compile", help="Run one-position steps through torch.compile (CUDA graphs on a GPU)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Time each (sample, method) this many times, interleaved (overrides the suite's timing)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Fix torch's thread count (overrides the suite's timing)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP + " Overrides the suite's dtype."),
+    hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help=BUCKETS_HELP + " Overrides the suite's."),
 ) -> None:
     """Sweep a suite's methods over its tasks; records, summary and where they went."""
     import time
@@ -376,6 +395,7 @@ def run_cmd(
 
     import dataclasses
 
+    from bltbench.model.build import parse_dtype
     from bltbench.runner.suite import Timing, load_suite
     from bltbench.runner.sweep import run_suite
 
@@ -387,6 +407,13 @@ def run_cmd(
         if value is not None and value < 1:
             raise BltbenchError(f"{name} must be >= 1, got {value}")
     suite = load_suite(suite_path)
+    if dtype is not None:
+        parse_dtype(dtype)
+        suite = dataclasses.replace(suite, dtype=dtype)
+    if hash_buckets is not None:
+        if hash_buckets < 1:
+            raise BltbenchError(f"--hash-buckets must be >= 1, got {hash_buckets}")
+        suite = dataclasses.replace(suite, hash_buckets=hash_buckets)
     if repeats is not None or threads is not None:
         suite = dataclasses.replace(suite, timing=Timing(repeats or suite.timing.repeats, threads or suite.timing.threads))
     folder = out or Path("results") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -462,6 +489,8 @@ def bench_decode(
     threads: Optional[int] = typer.Option(None, "--threads", help="Fix torch's thread count (default: torch's)."),
     repeats: int = typer.Option(1, "--repeats", help="Time every mode this many times per length, interleaved; medians."),
     device: str = typer.Option("cpu", "--device"),
+    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
+    hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help=BUCKETS_HELP),
 ) -> None:
     """Cached (eager and compiled steps) vs --recompute BLT decoding: bytes/s and ratios at several
     lengths, side by side in one process (greedy, EOS suppressed; modes interleaved when repeated)."""
@@ -469,7 +498,6 @@ def bench_decode(
 
     from bltbench.cli.prompts import read_prompt
     from bltbench.instrumentation.bench import MODES, PROMPTS, decode_benchmark, ops_per_step
-    from bltbench.model.checkpoint import load_model
 
     sizes = _positive_ints(lengths, "--lengths")
     if repeats < 1:
@@ -488,14 +516,14 @@ def bench_decode(
         chosen = {n: PROMPTS[n].encode() for n in names}
     n_threads = _threads(threads)
     dev = _device(device)
-    bundle = load_model(model, dev)
+    bundle = _load(model, dev, dtype, hash_buckets, ("blt",))
     console = _console()
     cached = [m for m in chosen_modes if m != "recompute"]
     for name, data in chosen.items():
         with console.status(f"benchmarking ({name} prompt)") as status:
             rows = decode_benchmark(bundle, sizes, data, recompute_max, dev, lambda m: status.update(m), chosen_modes,
                                     repeats)
-        table = Table(title=f"BLT decode, {bundle.source}, {dev}, {n_threads} threads, "
+        table = Table(title=f"BLT decode, {bundle.source}, {dev}, {_dtype_of(bundle)}, {n_threads} threads, "
                             f"{name} prompt ({len(data)} bytes), median of {repeats} interleaved")
         table.add_column("new bytes", justify="right")
         for mode in chosen_modes:
@@ -519,8 +547,11 @@ def bench_decode(
             console.print(f"aten operators per cached step, {mode}: {ops_per_step(bundle, mode):.0f}")
 
 
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
+def _dtype_of(bundle) -> str:
+    from bltbench.model.build import dtype_name
+
+    weights = bundle.blt if bundle.blt is not None else bundle.blt_d
+    return dtype_name(next(weights.parameters()).dtype)
 
 
 def _threads(threads: Optional[int]) -> int:
@@ -537,8 +568,8 @@ def _threads(threads: Optional[int]) -> int:
 @bench_app.command("stream")
 def bench_stream(
     preset_name: str = typer.Option("blt-1b", "--preset", help="Random weights of this preset's dims."),
-    dtype: str = typer.Option("bfloat16", "--dtype", help="float32, bfloat16 or float16."),
-    hash_buckets: int = typer.Option(1024, "--hash-buckets", help="Cut hash tables to this many rows (dense dims stay)."),
+    dtype: str = typer.Option("bf16", "--dtype", help=DTYPE_HELP),
+    hash_buckets: int = typer.Option(1024, "--hash-buckets", help=BUCKETS_HELP),
     new_bytes: int = typer.Option(32, "--new-bytes", help="Bytes decoded per timed run (the prefill is timed apart)."),
     modes: str = typer.Option("eager", "--modes", help="Comma-separated: eager, fixed, compiled."),
     repeats: int = typer.Option(3, "--repeats", help="Interleaved repeats (reference, modes, ...); medians are quoted."),
@@ -548,19 +579,14 @@ def bench_stream(
 ) -> None:
     """Plain BLT decode as weight streaming: GB/s read per generated byte against a large GEMV's GB/s
     on the same machine (decode only, prefill excluded)."""
-    import torch
-
     from bltbench.decoding.core import STEP_MODES
     from bltbench.instrumentation.bench import streaming_benchmark
-    from bltbench.model.checkpoint import random_bundle
     from bltbench.model.config import PRESETS
 
     if preset_name not in PRESETS:
         raise BltbenchError(f"unknown preset {preset_name!r} (choose from {', '.join(PRESETS)})")
-    if dtype not in DTYPES:
-        raise BltbenchError(f"unknown dtype {dtype!r} (choose from float32, bfloat16, float16)")
-    if new_bytes < 1 or hash_buckets < 1 or repeats < 1:
-        raise BltbenchError("--new-bytes, --hash-buckets and --repeats must be >= 1")
+    if new_bytes < 1 or repeats < 1:
+        raise BltbenchError("--new-bytes and --repeats must be >= 1")
     if not (working_set > 0 and working_set < float("inf")):
         raise BltbenchError(f"--working-set-gb must be a positive number, got {working_set}")
     chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
@@ -569,12 +595,10 @@ def bench_stream(
         raise BltbenchError(f"unknown mode {', '.join(bad) or repr(modes)} (choose from {', '.join(STEP_MODES)})")
     n_threads = _threads(threads)
     dev = _device(device)
-    torch_dtype = getattr(torch, DTYPES[dtype])
     console = _console()
     with console.status(f"building random {preset_name} ({dtype}, {hash_buckets} hash buckets)"):
-        bundle = random_bundle(preset_name, 0, hash_buckets, torch_dtype, with_blt_d=False)
-        bundle.blt.to(dev)
-        bundle.entropy.to(dev)
+        bundle = _load(f"random:{preset_name}", dev, dtype, hash_buckets, ("blt",))
+    dtype = _dtype_of(bundle)
     with console.status("timing"):
         report = streaming_benchmark(bundle, new_bytes, chosen, device=dev, repeats=repeats, working_set_gb=working_set)
     spread = ", ".join(f"{g:.1f}" for g in report.reference_gb_s)
@@ -592,16 +616,16 @@ def bench_meter(
     methods: str = typer.Option("blt,blt-s-8", "--methods"),
     new_bytes: int = typer.Option(256, "--bytes"),
     repeats: int = typer.Option(5, "--repeats"),
+    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
 ) -> None:
     """What the meter costs: decode time with it on vs off, alternating runs, best of repeats."""
     from rich.table import Table
 
     from bltbench.instrumentation.bench import meter_overhead
-    from bltbench.model.checkpoint import load_model
 
     if new_bytes < 1 or repeats < 1:
         raise BltbenchError("--bytes and --repeats must be positive")
-    bundle = load_model(model)
+    bundle = _load(model, "cpu", dtype)
     names = [m.strip() for m in methods.split(",") if m.strip()]
     console = _console()
     with console.status("timing"):

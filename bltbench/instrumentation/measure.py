@@ -13,6 +13,7 @@ from bltbench.instrumentation.bandwidth import Bandwidth, price
 from bltbench.instrumentation.meter import Meter
 from bltbench.instrumentation.params import ComponentParams, component_params, profile
 from bltbench.instrumentation.timing import median_and_iqr, timed
+from bltbench.model.build import dtype_name
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.ids import OFFSET
 
@@ -28,6 +29,7 @@ class Measurement:
     bandwidth: Bandwidth  # generation only, priced with the model's own parameter counts
     projected: dict[str, Bandwidth] = field(default_factory=dict)
     wall_s: float = 0.0  # the whole call, timed around it
+    dtype: str = "float32"  # what the weights and activations ran in (the paper proxy stays at 16 bits)
 
     @property
     def bytes_generated(self) -> int:
@@ -54,6 +56,7 @@ class Measurement:
         g = self.generation
         record = {
             "method": self.method,
+            "dtype": self.dtype,
             "output": g.text,
             "output_hex": g.output_bytes.hex(),
             "bytes_generated": self.bytes_generated,
@@ -91,6 +94,11 @@ def own_params(bundle: ModelBundle) -> ComponentParams:
     return component_params(bundle.config, bundle.source)
 
 
+def run_dtype(bundle: ModelBundle, spec: MethodSpec) -> str:
+    """The dtype the method's weights hold (and so its activations compute in)."""
+    return dtype_name(next(bundle.weights(spec.runs_on).parameters()).dtype)
+
+
 WARM_UP_BYTES = 4
 
 
@@ -103,7 +111,9 @@ def warm_up(spec: MethodSpec, bundle: ModelBundle, device: str, steps: str = "ea
     if steps == "compiled" and prompt_ids is not None:
         length = max(len(prompt_ids), len(prompt_ids) + max_bytes - WARM_UP_BYTES)
         prompt = (list(prompt_ids) + [OFFSET + 32] * length)[:length]
-    key = (bundle.source, spec.label, steps, len(prompt) if steps == "compiled" else None)
+    weights = bundle.weights(spec.runs_on)
+    key = (bundle.source, bundle.config.hash_buckets, run_dtype(bundle, spec), spec.label, steps,
+           len(prompt) if steps == "compiled" else None, id(weights))
     if key not in _warmed:
         generate(spec, bundle, prompt, WARM_UP_BYTES, Sampler(SamplingConfig(), device), steps=steps)
         _warmed.add(key)
@@ -135,6 +145,7 @@ def measure(
         bandwidth=price(calls, own_params(bundle)),
         projected={name: price(calls, profile(name)) for name in projections},
         wall_s=wall,
+        dtype=run_dtype(bundle, spec),
     )
 
 

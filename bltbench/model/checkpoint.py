@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,14 @@ from torch import nn
 
 from bltbench.errors import BltbenchError
 from bltbench.model.blt import ByteLatentTransformer
+from bltbench.model.build import (
+    check_dtype_runs,
+    ensure_fits,
+    largest_tensor_bytes,
+    materialise,
+    on_meta,
+    parse_dtype,
+)
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.config import (
     BLTConfig,
@@ -40,25 +49,51 @@ COMPONENT_FILES = {"blt": "blt.safetensors", "blt_d": "blt_d.safetensors", "entr
 
 
 # -- random weights ----------------------------------------------------------------------------
+WEIGHTS = ("blt", "blt-d")
+_RANDOM_PARTS = {"blt": (ByteLatentTransformer, 0), "blt-d": (BlockDiffusionBLT, 2_000_003),
+                 "entropy": (EntropyModel, 1_000_003)}
+
+
+def _weights_wanted(weights: Iterable[str] | None) -> tuple[str, ...]:
+    """Which of the BLT and BLT-D weights to build: all when None."""
+    if weights is None:
+        return WEIGHTS
+    wanted = tuple(dict.fromkeys(weights))
+    bad = [w for w in wanted if w not in WEIGHTS]
+    if bad:
+        raise BltbenchError(f"unknown weights {bad[0]!r} (blt or blt-d)")
+    return wanted
+
+
 def random_bundle(preset_name: str, seed: int = 0, hash_buckets: int | None = None, dtype: torch.dtype | None = None,
-                  with_blt_d: bool = True) -> ModelBundle:
-    """Deterministic random weights of a preset. `hash_buckets` cuts the hash tables (a large preset's
-    dense dims then fit a small machine), `dtype` casts after the fp32 initialisation."""
+                  weights: Iterable[str] | None = None, device: str | torch.device = "cpu") -> ModelBundle:
+    """Deterministic random weights of a preset, only those asked for (`weights`: blt, blt-d; the
+    entropy model when the preset patches by entropy), built straight in `dtype` on `device`.
+    `hash_buckets` cuts the hash tables (a large preset's dense dims then fit a small machine). On the
+    meta device nothing is allocated or initialised: sizes and dtypes only."""
     config = preset(preset_name)
     if hash_buckets is not None:
         config = dataclasses.replace(config, hash_buckets=hash_buckets)
+        config.validate()
+    dtype = dtype or torch.float32
+    parts = list(_weights_wanted(weights)) + (["entropy"] if config.patching.mode == "entropy" else [])
+    metas = {name: on_meta(lambda cls=_RANDOM_PARTS[name][0]: cls(config.entropy if cls is EntropyModel else config),
+                           dtype) for name in parts}
+    buckets = f", {config.hash_buckets} hash buckets" if hash_buckets is not None else ""
+    if torch.device(device).type != "meta":
+        ensure_fits(f"random:{preset_name} ({' + '.join(parts)}{buckets})", metas.values(), device,
+                    largest_tensor_bytes(metas.values()))
+    modules: dict[str, nn.Module] = {}
+    for name, module in metas.items():
+        if torch.device(device).type != "meta":
+            module = materialise(module, device)
+            init_weights(module, seed + _RANDOM_PARTS[name][1])
+        modules[name] = module.eval()
+    return ModelBundle(config, modules.get("blt"), modules.get("entropy"), f"random:{preset_name}:{seed}", "random",
+                       modules.get("blt-d"))
 
-    def build(module, offset):
-        init_weights(module, seed + offset)
-        return (module if dtype is None else module.to(dtype)).eval()
 
-    blt = build(ByteLatentTransformer(config), 0)
-    entropy = build(EntropyModel(config.entropy), 1_000_003)
-    blt_d = build(BlockDiffusionBLT(config), 2_000_003) if with_blt_d else None
-    return ModelBundle(config, blt, entropy, f"random:{preset_name}:{seed}", "random", blt_d)
-
-
-def _parse_random(spec: str) -> ModelBundle:
+def _parse_random(spec: str, **options) -> ModelBundle:
     parts = spec.split(":")
     if len(parts) not in (2, 3) or not parts[1]:
         raise BltbenchError(f"bad model spec {spec!r}: expected random:PRESET[:SEED]")
@@ -68,7 +103,15 @@ def _parse_random(spec: str) -> ModelBundle:
             seed = int(parts[2])
         except ValueError:
             raise BltbenchError(f"bad seed {parts[2]!r} in {spec!r}: expected an integer") from None
-    return random_bundle(parts[1], seed)
+    return random_bundle(parts[1], seed, **options)
+
+
+def _built(factory: Callable[[], nn.Module], state: dict[str, torch.Tensor], source: str,
+           dtype: torch.dtype) -> nn.Module:
+    """A module allocated once in `dtype` (no fp32 copy first) and filled from a checkpoint's state."""
+    module = materialise(on_meta(factory, dtype), "cpu")
+    load_state(module, state, source)
+    return module.eval()
 
 
 # -- strict state loading ------------------------------------------------------------------------
@@ -197,37 +240,28 @@ def _read_component(folder: Path, files: str | list[str]) -> dict[str, torch.Ten
     return state
 
 
-def _load_bltbench(folder: Path) -> ModelBundle:
+def _load_bltbench(folder: Path, dtype: torch.dtype, weights: tuple[str, ...]) -> ModelBundle:
     manifest = _read_json(folder / MANIFEST)
     if manifest.get("format") != "bltbench" or not isinstance(manifest.get("config"), dict):
         raise BltbenchError(f"{folder / MANIFEST} is not a bltbench manifest")
     config = BLTConfig.from_dict(manifest["config"])
     components = manifest.get("components") or {}
-    blt = entropy = None
-    if "blt" in components:
-        blt = ByteLatentTransformer(config)
-        load_state(blt, _read_component(folder, components["blt"]), f"{folder} (blt)")
+    blt = entropy = blt_d = None
+    if "blt" in components and "blt" in weights:
+        blt = _built(lambda: ByteLatentTransformer(config), _read_component(folder, components["blt"]),
+                     f"{folder} (blt)", dtype)
     if "entropy" in components:
-        entropy = EntropyModel(config.entropy)
-        load_state(entropy, _read_component(folder, components["entropy"]), f"{folder} (entropy)")
-    blt_d = None
-    if "blt_d" in components:
-        blt_d = BlockDiffusionBLT(config)
+        entropy = _built(lambda: EntropyModel(config.entropy), _read_component(folder, components["entropy"]),
+                         f"{folder} (entropy)", dtype)
+    if "blt_d" in components and "blt-d" in weights:
         state = _read_component(folder, components["blt_d"])
         base = (manifest.get("bases") or {}).get("blt_d")
         if base is not None:  # tensors BLT-D shares with its base are stored only there
             if base not in components:
                 raise BltbenchError(f"{folder / MANIFEST}: BLT-D's base {base!r} is not in the bundle")
             state = {**_read_component(folder, components[base]), **state}
-        load_state(blt_d, state, f"{folder} (blt_d)")
-    return _eval(ModelBundle(config, blt, entropy, str(folder), "bltbench", blt_d))
-
-
-def _eval(bundle: ModelBundle) -> ModelBundle:
-    for module in (bundle.blt, bundle.blt_d, bundle.entropy):
-        if module is not None:
-            module.float().eval()
-    return bundle
+        blt_d = _built(lambda: BlockDiffusionBLT(config), state, f"{folder} (blt_d)", dtype)
+    return ModelBundle(config, blt, entropy, str(folder), "bltbench", blt_d)
 
 
 # -- official BLT format -------------------------------------------------------------------------
@@ -305,22 +339,21 @@ def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | No
     return config
 
 
-def _load_official(folder: Path) -> ModelBundle:
+def _load_official(folder: Path, dtype: torch.dtype) -> ModelBundle:
     args = _read_json(folder / "params.json")
     entropy_dir = folder / "entropy_model"
     entropy_args = None
     if (entropy_dir / "params.json").exists():
         entropy_args = _read_json(entropy_dir / "params.json").get("entropy_model")
     config = config_from_official(args, entropy_args)
-    blt = ByteLatentTransformer(config)
-    load_state(blt, _read_torch(folder / "consolidated.pth"), str(folder / "consolidated.pth"))
+    blt = _built(lambda: ByteLatentTransformer(config), _read_torch(folder / "consolidated.pth"),
+                 str(folder / "consolidated.pth"), dtype)
     entropy = None
     if entropy_args is not None and (entropy_dir / "consolidated.pth").exists():
-        entropy = EntropyModel(config.entropy)
         state = _read_torch(entropy_dir / "consolidated.pth")
         state = {k: v for k, v in state.items() if not k.endswith("freqs_cis")}
-        load_state(entropy, state, str(entropy_dir / "consolidated.pth"))
-    return _eval(ModelBundle(config, blt, entropy, str(folder), "official"))
+        entropy = _built(lambda: EntropyModel(config.entropy), state, str(entropy_dir / "consolidated.pth"), dtype)
+    return ModelBundle(config, blt, entropy, str(folder), "official")
 
 
 # -- transformers format -----------------------------------------------------------------------------
@@ -419,7 +452,7 @@ def config_from_hf(cfg: dict[str, Any]) -> BLTConfig:
     return config
 
 
-def _load_hf(folder: Path) -> ModelBundle:
+def _load_hf(folder: Path, dtype: torch.dtype) -> ModelBundle:
     cfg = _read_json(folder / "config.json")
     config = config_from_hf(cfg)
     files = sorted(folder.glob("*.safetensors"))
@@ -429,13 +462,11 @@ def _load_hf(folder: Path) -> ModelBundle:
     for f in files:
         state.update(_read_safetensors(f))
     blt_state, entropy_state = convert_hf_state(state, config)
-    blt = ByteLatentTransformer(config)
-    load_state(blt, blt_state, str(folder))
+    blt = _built(lambda: ByteLatentTransformer(config), blt_state, str(folder), dtype)
     entropy = None
     if entropy_state:
-        entropy = EntropyModel(config.entropy)
-        load_state(entropy, entropy_state, f"{folder} (patcher)")
-    return _eval(ModelBundle(config, blt, entropy, str(folder), "transformers"))
+        entropy = _built(lambda: EntropyModel(config.entropy), entropy_state, f"{folder} (patcher)", dtype)
+    return ModelBundle(config, blt, entropy, str(folder), "transformers")
 
 
 # -- entry point -----------------------------------------------------------------------------------
@@ -445,10 +476,20 @@ def bundled_models() -> list[str]:
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / MANIFEST).exists())
 
 
-def load_model(spec: str, device: str = "cpu") -> ModelBundle:
-    """Resolve a --model argument: random:PRESET[:SEED], a bundled name, or a checkpoint folder."""
+def load_model(spec: str, device: str = "cpu", dtype: str | torch.dtype | None = None,
+               hash_buckets: int | None = None, weights: Iterable[str] | None = None) -> ModelBundle:
+    """Resolve a --model argument: random:PRESET[:SEED], a bundled name, or a checkpoint folder, in
+    `dtype` (default fp32) on `device`. `weights` (blt, blt-d; default both) says which to build: a run
+    of `blt` never allocates BLT-D. `hash_buckets` resizes a random preset's hash tables."""
+    torch_dtype = parse_dtype(dtype) or torch.float32
+    wanted = _weights_wanted(weights)
+    if hash_buckets is not None and hash_buckets < 1:
+        raise BltbenchError(f"--hash-buckets must be >= 1, got {hash_buckets}")
+    check_dtype_runs(torch_dtype, device)
     if spec.startswith("random:"):
-        return _parse_random(spec).to(device)
+        return _parse_random(spec, hash_buckets=hash_buckets, dtype=torch_dtype, weights=wanted, device=device)
+    if hash_buckets is not None:
+        raise BltbenchError("--hash-buckets resizes random presets only; a checkpoint's tables are what it holds")
     folder = Path(spec)
     if not folder.exists() and spec in bundled_models():
         folder = BUNDLED_DIR / spec
@@ -460,13 +501,13 @@ def load_model(spec: str, device: str = "cpu") -> ModelBundle:
     if not folder.is_dir():
         raise BltbenchError(f"model {spec!r} is a file; a checkpoint is a folder")
     if (folder / MANIFEST).exists():
-        bundle = _load_bltbench(folder)
+        bundle = _load_bltbench(folder, torch_dtype, wanted)
     elif (folder / "consolidated.pth").exists() and (folder / "params.json").exists():
-        bundle = _load_official(folder)
+        bundle = _load_official(folder, torch_dtype)
     elif (folder / "config.json").exists():
         if _read_json(folder / "config.json").get("model_type") != "blt":
             raise BltbenchError(f"{folder}/config.json is not a transformers BLT config (model_type 'blt')")
-        bundle = _load_hf(folder)
+        bundle = _load_hf(folder, torch_dtype)
     else:
         raise BltbenchError(
             f"{folder} is not a model folder: expected {MANIFEST} (bltbench), consolidated.pth + params.json "

@@ -56,6 +56,10 @@ class HashEmbeddings(nn.ModuleList):
         self.buckets = buckets
         self.register_buffer("powers", power_matrix(specs, max(sizes)), persistent=False)
 
+    def reset_buffers(self) -> None:
+        """Recompute the hash powers (after a module built on the meta device is materialised)."""
+        self.powers = power_matrix(self.specs, max(n for n, _ in self.specs)).to(self.powers.device)
+
     def forward(self, ids: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
         index = ngram_buckets(ids, self.powers, self.buckets, history)
         out = self[0](index[..., 0])

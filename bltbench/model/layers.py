@@ -74,14 +74,17 @@ class Rotary(nn.Module):
 
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self._table = torch.empty(0, head_dim // 2, 2)
+        self.head_dim, self.theta = head_dim, theta  # no float buffer: a cast of the model to 16 bits leaves angles in fp32
+        self._table = torch.empty(0, head_dim // 2, 2, device="cpu")
+
+    def inv_freq(self, device: torch.device) -> torch.Tensor:
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim
+        return 1.0 / (self.theta ** exponents)
 
     def table(self, length: int, device: torch.device) -> torch.Tensor:
         if self._table.shape[0] < length or self._table.device != device:
             size = max(length, 2 * self._table.shape[0], 256)
-            angles = torch.outer(torch.arange(size, dtype=torch.float32, device=device), self.inv_freq.to(device))
+            angles = torch.outer(torch.arange(size, dtype=torch.float32, device=device), self.inv_freq(device))
             self._table = torch.view_as_real(torch.polar(torch.ones_like(angles), angles)).contiguous()
         return self._table
 

@@ -2,6 +2,8 @@
 
     name: default
     model: tiny                     # any --model spec
+    dtype: fp32                     # fp32, bf16 or fp16 (weights and activations)
+    hash_buckets: 1024              # random presets only: resize the hash tables
     methods: [blt, blt-s-8, blt-d-8@confidence=0.7, blt-dv-8]
     sampling: {temperature: 0.0}    # default for every task
     project: [blt-1b, blt-7b]       # also price every trace at these sizes
@@ -27,10 +29,12 @@ from bltbench.decoding.methods import MethodSpec, parse_method
 from bltbench.decoding.sampling import SamplingConfig
 from bltbench.errors import BltbenchError
 from bltbench.instrumentation.params import profile
+from bltbench.model.build import parse_dtype
 from bltbench.suites.tasks.base import ScoringTask
 from bltbench.suites.tasks.registry import get_task
 
-SUITE_FIELDS = {"name", "model", "methods", "sampling", "project", "tasks", "data_dir", "description", "compile", "timing"}
+SUITE_FIELDS = {"name", "model", "methods", "sampling", "project", "tasks", "data_dir", "description", "compile", "timing",
+                "dtype", "hash_buckets"}
 TIMING_FIELDS = {"repeats", "threads"}
 TASK_FIELDS = {"name", "limit", "max_bytes", "sampling"}
 SAMPLING_FIELDS = {"temperature", "top_p", "top_k", "seed"}
@@ -55,6 +59,13 @@ class Suite:
     source: dict = field(default_factory=dict, compare=False)
     compile: bool = False
     timing: "Timing" = field(default_factory=lambda: Timing())
+    dtype: str = "fp32"
+    hash_buckets: int | None = None
+
+    @property
+    def weights(self) -> set[str]:
+        """The weights its methods run on (a run of blt alone never builds BLT-D)."""
+        return {spec.runs_on for spec in self.methods}
 
 
 @dataclass(frozen=True)
@@ -154,8 +165,16 @@ def parse_suite(raw: Any, where: str) -> Suite:
     compile = raw.get("compile", False)
     if not isinstance(compile, bool):
         raise BltbenchError(f"{where}: compile must be true or false, got {compile!r}")
+    dtype = raw.get("dtype", "fp32")
+    try:
+        parse_dtype(str(dtype))
+    except BltbenchError as exc:
+        raise BltbenchError(f"{where}: {exc}") from None
+    buckets = raw.get("hash_buckets")
+    if buckets is not None and (not isinstance(buckets, int) or isinstance(buckets, bool) or buckets < 1):
+        raise BltbenchError(f"{where}: hash_buckets must be a positive integer, got {buckets!r}")
     return Suite(str(raw["name"]), str(raw["model"]), methods, tuple(tasks), tuple(map(str, project)),
-                 raw.get("data_dir"), raw, compile, _timing(raw.get("timing"), where))
+                 raw.get("data_dir"), raw, compile, _timing(raw.get("timing"), where), str(dtype), buckets)
 
 
 def load_suite(path: Path) -> Suite:

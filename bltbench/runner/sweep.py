@@ -75,7 +75,7 @@ def _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, c
         task = get_task(entry.name)
         cap = min(x for x in (entry.limit, limit) if x is not None) if (entry.limit or limit) else None
         plan.append((entry, task, task.samples(data, cap)))
-    bundle = load_model(suite.model, device)
+    bundle = load_model(suite.model, device, suite.dtype, suite.hash_buckets, suite.weights)
     for spec in suite.methods:
         spec.validate(bundle)
     store = RunStore(folder, suite.source, resume)
