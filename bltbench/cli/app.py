@@ -257,6 +257,7 @@ def train_cmd(
         "used), with a new optimizer and schedule. A --resume of such a run passes --warm-start again."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device"),
+    dtype: str = typer.Option("fp32", "--dtype", help="The held-out evaluation's precision (autocast); training keeps fp32 weights."),
     time_budget: Optional[float] = typer.Option(
         None, "--time-budget", help="Seconds: fewer steps than --steps if their measured pace needs it."),
 ) -> None:
@@ -268,7 +269,7 @@ def train_cmd(
     config = TrainConfig(
         variant=variant, corpus=[str(p) for p in corpus], steps=steps, out=str(out), preset=preset_name, init=init,
         seq_len=seq_len, batch_size=batch_size, lr=lr, warmup=warmup, eval_every=eval_every,
-        checkpoint_every=checkpoint_every, doc_mode=doc_mode, seed=seed, device=_device(device),
+        checkpoint_every=checkpoint_every, doc_mode=doc_mode, seed=seed, device=_device(device), eval_dtype=dtype,
         freeze=tuple(x.strip() for x in freeze.split(",") if x.strip()), time_budget=time_budget,
         warm_start=warm_start,
     )

@@ -73,17 +73,23 @@ def on_meta(factory: Callable[[], nn.Module], dtype: torch.dtype) -> nn.Module:
         return factory().to(dtype)
 
 
-def ensure_fits(label: str, modules: Iterable[nn.Module], device: str | torch.device, extra: int = 0) -> None:
-    """One error line when the weights (meta modules) plus `extra` bytes exceed the device's free memory."""
+def ensure_fits(label: str, modules: Iterable[nn.Module], device: str | torch.device, extra: int = 0,
+                advice: str = "") -> None:
+    """One error line when the weights (meta modules) plus `extra` bytes (what building them needs on
+    top) exceed the device's free memory."""
     modules = list(modules)
-    needed = sum(weight_bytes(m) for m in modules) + extra
+    weights = sum(weight_bytes(m) for m in modules)
     free = available_bytes(device)
-    if free is not None and needed > free:
-        dtype = next(modules[0].parameters()).dtype if modules else torch.float32
-        raise BltbenchError(
-            f"{label} needs {needed / GB:.1f} GB for its weights in {dtype_name(dtype)}, but {free / GB:.1f} GB is "
-            f"free on {torch.device(device)}: use a 16-bit --dtype, fewer --hash-buckets, or fewer weights"
-        )
+    if free is None or weights + extra <= free:
+        return
+    dtype = next(modules[0].parameters()).dtype if modules else torch.float32
+    tips = ([] if dtype.itemsize <= 2 else ["--dtype bf16"]) + ([advice] if advice else [])
+    raise BltbenchError(
+        f"{label} needs {(weights + extra) / GB:.1f} GB: {weights / GB:.1f} GB of weights in {dtype_name(dtype)}"
+        + (f" + {extra / GB:.1f} GB while building them" if extra else "")
+        + f", but {free / GB:.1f} GB is free on {torch.device(device)}"
+        + (f" (try {' or '.join(tips)})" if tips else "")
+    )
 
 
 def materialise(module: nn.Module, device: str | torch.device) -> nn.Module:

@@ -82,7 +82,7 @@ def random_bundle(preset_name: str, seed: int = 0, hash_buckets: int | None = No
     buckets = f", {config.hash_buckets} hash buckets" if hash_buckets is not None else ""
     if torch.device(device).type != "meta":
         ensure_fits(f"random:{preset_name} ({' + '.join(parts)}{buckets})", metas.values(), device,
-                    largest_tensor_bytes(metas.values()))
+                    largest_tensor_bytes(metas.values()), "--hash-buckets 1024")
     modules: dict[str, nn.Module] = {}
     for name, module in metas.items():
         if torch.device(device).type != "meta":

@@ -21,6 +21,7 @@ import torch
 from bltbench.atomic import write_text_atomic
 from bltbench.errors import BltbenchError
 from bltbench.model.blt import ByteLatentTransformer
+from bltbench.model.build import parse_dtype
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.checkpoint import load_model, save_bundle
 from bltbench.model.config import BLTConfig, preset
@@ -57,6 +58,7 @@ class TrainConfig:
     doc_mode: str = "auto"
     seed: int = 0
     device: str = "cpu"
+    eval_dtype: str = "fp32"  # the held-out evaluation's precision (autocast; master weights stay fp32)
     freeze: tuple[str, ...] = ()  # blt-d: components kept at their BLT values (encoder, global)
     warm_start: bool = False  # blt: start from the --init bundle's BLT weights and shape (preset unused)
     time_budget: float | None = None  # seconds: after `probe_steps`, `steps` shrinks to what fits
@@ -75,6 +77,7 @@ class TrainConfig:
             raise BltbenchError(f"--variant {self.variant} needs --init: a bundle with {need}")
         if self.warm_start and self.variant != "blt":
             raise BltbenchError("--warm-start continues a BLT: it needs --variant blt")
+        parse_dtype(self.eval_dtype)
         unknown = set(self.freeze) - {"encoder", "global"}
         if unknown:
             raise BltbenchError(f"can only freeze encoder and global, not {', '.join(sorted(unknown))}")
@@ -192,14 +195,16 @@ class Trainer:
         self.model.eval()
         b = self.bundle
         total, count = 0.0, 0
+        dtype = parse_dtype(self.config.eval_dtype)
         for i in range(0, self.heldout.shape[0], self.config.batch_size):
             ids = self.heldout[i : i + self.config.batch_size]
-            if self.config.variant == "entropy":
-                logits = self.model(ids)
-            else:
-                logits = self.model(ids, batch_patch_starts(b.entropy, b.config.patching, ids))
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+                if self.config.variant == "entropy":
+                    logits = self.model(ids)
+                else:
+                    logits = self.model(ids, batch_patch_starts(b.entropy, b.config.patching, ids))
             n = ids[:, 1:].numel()
-            total += next_byte_loss(logits, ids).item() * n
+            total += next_byte_loss(logits.float(), ids).item() * n
             count += n
         return total / count / math.log(2)
 
