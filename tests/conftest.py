@@ -93,7 +93,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return exit_info.value.code, out, err
 
 
-VOLATILE = {"wall_s", "bytes_per_s", "time", "prefill_s", "ttft_s", "decode_s", "ms_per_byte"}  # record fields that differ between identical runs
+VOLATILE = {"wall_s", "bytes_per_s", "time", "prefill_s", "ttft_s", "decode_s", "ms_per_byte", "roofline_fraction"}  # record fields that differ between identical runs
 
 
 def stable_records(folder: Path) -> list[dict]:
@@ -124,3 +124,17 @@ def session(bundle: ModelBundle, capacity: int = 1024, weights: str = "blt", **k
     from bltbench.model.incremental import IncrementalBLT
 
     return IncrementalBLT(bundle.weights(weights), bundle.entropy, bundle.config.patching, capacity, **kwargs)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _device_profile_cache(tmp_path_factory):
+    """Device profiles measured once per test session, in a folder of its own (not the user's cache)."""
+    import os
+
+    before = os.environ.get("BLTBENCH_CACHE")
+    os.environ["BLTBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        os.environ.pop("BLTBENCH_CACHE", None)
+    else:
+        os.environ["BLTBENCH_CACHE"] = before

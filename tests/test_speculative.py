@@ -116,7 +116,7 @@ def test_sampled_first_bytes_match_plain_sampling_end_to_end(micro):
 
 def test_bytes_per_verification_pools_every_round(micro):
     """A prompt that ends at its first EOS (one round, no bytes) weighs one round, not one prompt."""
-    from bltbench.instrumentation.compare import pooled_bytes_per_verify
+    from bltbench.instrumentation.costs import pooled_bytes_per_verify
 
     assert pooled_bytes_per_verify([{"verify_rounds": 1, "committed_bytes": 0},
                                     {"verify_rounds": 3, "committed_bytes": 15}]) == 15 / 4

@@ -101,7 +101,7 @@ def test_report_costs_are_decode_only_medians_with_their_spread(tmp_path):
 
 
 def test_sweep_summary_speed_is_decode_only():
-    from bltbench.runner.sweep import _timed_s
+    from bltbench.instrumentation.costs import decode_seconds as _timed_s
 
     generation = {"kind": "generation", "wall_s": 2.0, "prefill_s": 1.5, "decode_s": 0.5, "bytes_generated": 10}
     old = {"kind": "generation", "wall_s": 2.0, "bytes_generated": 10}  # written before phases were timed

@@ -44,6 +44,29 @@ DTYPE_HELP = "fp32, bf16 or fp16: weights and activations (the paper proxy stays
 BUCKETS_HELP = "Resize a random preset's hash tables to this many rows (dense dims stay; pricing reads no tables)."
 
 
+PROFILE_HELP = ("A device profile from bench device for the roofline's predicted_decode_s (default: this machine's, "
+                "measured once and cached); off: no prediction.")
+
+
+def _roofline(bundle, device: str, device_profile: str | None, specs):
+    """The roofline for a bundle at its dtype on this device, or None when switched off; the methods'
+    weights are checked first, so a missing one is the error a user sees."""
+    from bltbench.instrumentation.device_profile import profile_for
+    from bltbench.instrumentation.roofline import Roofline
+
+    for spec in specs:
+        spec.validate(bundle)
+        weights = bundle.weights(spec.runs_on)
+    if device_profile == "off":
+        return None
+    dtype = next(weights.parameters()).dtype
+    from rich.console import Console
+
+    with Console(stderr=True).status("measuring this machine's device profile for these shapes (once; cached)"):
+        profile = profile_for(bundle.config, dtype, device, device_profile)
+    return Roofline(bundle.config, profile, dtype)
+
+
 def _load(model: str, device: str, dtype: str | None, hash_buckets: int | None = None, weights=None):
     """The one way commands load a bundle: in the asked dtype, only the weights the methods run on."""
     from bltbench.model.checkpoint import load_model
@@ -75,6 +98,7 @@ def generate_cmd(
     compile: bool = typer.Option(False, "--compile", help="Run one-position steps through torch.compile (CUDA graphs on a GPU)."),
     dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
     hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help=BUCKETS_HELP),
+    device_profile: Optional[str] = typer.Option(None, "--device-profile", help=PROFILE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Generate bytes from a prompt, metered."""
@@ -95,8 +119,9 @@ def generate_cmd(
     data = read_prompt(prompt, prompt_file)
     dev = _device(device)
     bundle = _load(model, dev, dtype, hash_buckets, (spec.runs_on,))
+    roofline = _roofline(bundle, dev, device_profile, [spec])
     result = measure(spec, bundle, encode_prompt(data), max_bytes, sampling, dev, projections, stop=tuple(stop),
-                     steps=_steps(compile))
+                     steps=_steps(compile), roofline=roofline)
     if as_json:
         record = {"model": bundle.source, "hash_buckets": bundle.config.hash_buckets, "recompute": recompute,
                   **result.to_json()}
@@ -136,6 +161,7 @@ def compare_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", help="Fix torch's thread count (default: torch's)."),
     dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
     hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help=BUCKETS_HELP),
+    device_profile: Optional[str] = typer.Option(None, "--device-profile", help=PROFILE_HELP),
 ) -> None:
     """Run several methods on the same prompts and compare NFEs, bandwidth, exact match and decode speed
     (prefill apart; methods interleaved A B C A B C, each sample the median of its repeats)."""
@@ -156,10 +182,12 @@ def compare_cmd(
     prompts = read_prompts(prompts_file) if prompts_file is not None else list(DEFAULT_PROMPTS)
     dev = _device(device)
     bundle = _load(model, dev, dtype, hash_buckets, {spec.runs_on for spec in specs})
+    for spec in specs:
+        roofline = _roofline(bundle, dev, device_profile, [spec])
     console = _console()
     with console.status("comparing") as status:
         rows = compare(bundle, specs, prompts, max_bytes, sampling, dev, projections, status.update, _steps(compile),
-                       repeats)
+                       repeats, roofline)
     console.print(_compare_table(rows, bundle.source, len(prompts), max_bytes, projections))
     console.print(f"decode speed: prefill apart, median over prompts (IQR beside it), each prompt the median of "
                   f"{repeats} interleaved repeat{'s' if repeats > 1 else ''}; {dev}, {n_threads} threads, "
@@ -175,7 +203,8 @@ def _compare_table(rows, source: str, n_prompts: int, max_bytes: int, projection
 
     table = Table(title=f"{source}: {n_prompts} prompts, up to {max_bytes} bytes each")
     for col in ("method", "bytes", "NFE/B ent", "NFE/B enc", "NFE/B glob", "NFE/B dec", "MB/B paper",
-                "MB/B ext", "MB/B +KV", "vs blt", "exact", "B/s", "ms/B (IQR)", "TTFT ms", "B/dec pass", "B/verify"):
+                "MB/B ext", "MB/B +KV", "vs blt", "exact", "B/s", "ms/B (IQR)", "TTFT ms", "roofline ms/B",
+                "speedup: measured", "roofline", "proxy", "B/dec pass", "B/verify"):
         table.add_column(col, justify="right")
     for name in projections:
         table.add_column(f"GB/B {name}", justify="right")
@@ -185,7 +214,8 @@ def _compare_table(rows, source: str, n_prompts: int, max_bytes: int, projection
         cells += [fmt(r.gb_per_byte * 1e3, ".3f"), fmt(r.gb_per_byte_ext * 1e3, ".3f"), fmt(r.gb_per_byte_kv * 1e3, ".3f"),
                   fmt(None if r.reduction is None else -r.reduction, "+.1%"), fmt(r.exact_match, ".0%"),
                   fmt(r.bytes_per_s, ".1f"), f"{r.ms_per_byte:.2f} ({r.ms_per_byte_iqr:.2f})", fmt(r.ttft_ms, ".1f"),
-                  fmt(r.bytes_per_decoder_pass, ".2f"), fmt(r.accepted_per_verify, ".2f")]
+                  fmt(r.predicted_ms_per_byte, ".2f"), fmt(r.measured_speedup, ".2f"), fmt(r.roofline_speedup, ".2f"),
+                  fmt(r.proxy_speedup, ".2f"), fmt(r.bytes_per_decoder_pass, ".2f"), fmt(r.accepted_per_verify, ".2f")]
         for name in projections:
             p = r.projected[name]
             cells += [fmt(p["gb_per_byte"], ".3f"), fmt(None if p["reduction"] is None else -p["reduction"], "+.1%")]
@@ -388,6 +418,7 @@ def run_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", help="Fix torch's thread count (overrides the suite's timing)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP + " Overrides the suite's dtype."),
     hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help=BUCKETS_HELP + " Overrides the suite's."),
+    device_profile: Optional[str] = typer.Option(None, "--device-profile", help=PROFILE_HELP),
 ) -> None:
     """Sweep a suite's methods over its tasks; records, summary and where they went."""
     import time
@@ -426,7 +457,7 @@ def run_cmd(
         result = run_suite(
             suite, folder, limit, resume, _device(device), str(data_dir) if data_dir else None,
             on_sample=lambda what: progress.update(bar, advance=1, last=what),
-            on_plan=lambda total: progress.update(bar, total=total), compile=compile,
+            on_plan=lambda total: progress.update(bar, total=total), compile=compile, device_profile=device_profile,
         )
     console.print(f"{result.written} samples written, {result.skipped} already done")
     console.print(f"results: {folder / 'records.jsonl'}")
@@ -609,6 +640,103 @@ def bench_stream(
         times = ", ".join(f"{t * 1e3:.1f}" for t in r.seconds_per_byte)
         console.print(f"  {r.mode}: {r.median_seconds * 1e3:.1f} ms per byte (median of {times}), {r.gb_per_byte:.3f} GB "
                       f"read per byte, {r.gb_per_s:.1f} GB/s = {r.gb_per_s / report.reference:.0%} of the GEMVs'")
+
+
+def _model_config(model: str, hash_buckets: int | None):
+    """A model's config without building its weights (random presets), or from its folder."""
+    from bltbench.model.checkpoint import load_model, random_bundle
+
+    if model.startswith("random:"):
+        preset_name = model.split(":")[1] if model.count(":") >= 1 else ""
+        return random_bundle(preset_name, hash_buckets=hash_buckets, device="meta").config
+    return load_model(model, weights=()).config
+
+
+@bench_app.command("device")
+def bench_device(
+    model: str = typer.Option("tiny", "--model", help="Whose layer shapes to measure (random:PRESET, a bundled name or a folder)."),
+    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
+    device: str = typer.Option("cpu", "--device"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Fix torch's thread count (default: torch's)."),
+    working_set: float = typer.Option(1.0, "--working-set-gb", help="At most this many GB of distinct weights per shape."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the profile here (default: this machine's cache, where runs find it)."),
+) -> None:
+    """Measure a device profile for a model's shapes: memory bandwidth (copy, GEMV), each weight matrix at
+    1-64 rows, attention over a cache, the fixed cost of a component call; written as JSON."""
+    from bltbench.instrumentation.device_profile import cache_path, measure_profile
+    from bltbench.model.build import check_dtype_runs, parse_dtype
+
+    torch_dtype = parse_dtype(dtype)
+    if not (working_set > 0 and working_set < float("inf")):
+        raise BltbenchError(f"--working-set-gb must be a positive number, got {working_set}")
+    n_threads = _threads(threads)
+    dev = _device(device)
+    check_dtype_runs(torch_dtype, dev)
+    config = _model_config(model, None)
+    console = _console()
+    with console.status("measuring") as status:
+        profile = measure_profile(config, torch_dtype, dev, working_set, progress=lambda m: status.update(m))
+    path = profile.write(out or cache_path(config, torch_dtype, dev))
+    console.print(f"{profile.device_name} ({dev}, {profile.dtype}, {n_threads} threads): copy {profile.copy_gb_s:.1f} GB/s, "
+                  f"GEMV {profile.gemv_gb_s:.1f} GB/s, KV cache {profile.kv_gb_s:.1f} GB/s")
+    calls = ", ".join(f"{c} {1e6 * s:.0f}" for c, s in sorted(profile.call_s.items()))
+    console.print(f"fixed cost per call (us): {calls}")
+    console.print(f"wrote {path}")
+
+
+@bench_app.command("roofline")
+def bench_roofline(
+    preset_name: str = typer.Option("blt-1b", "--preset", help="Random weights of this preset's dims."),
+    dtype: str = typer.Option("bf16", "--dtype", help=DTYPE_HELP),
+    hash_buckets: int = typer.Option(1024, "--hash-buckets", help=BUCKETS_HELP),
+    methods: str = typer.Option(",".join(("blt", "blt-s-4", "blt-d-4@confidence=0", "blt-d-16@confidence=0", "blt-dv-8")),
+                                "--methods", help="Comma-separated methods (BLT-D at alpha 0: one pass per block)."),
+    new_bytes: int = typer.Option(32, "--new-bytes"),
+    repeats: int = typer.Option(3, "--repeats", help="Interleaved repeats; the median decode time is quoted."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Fix torch's thread count (default: torch's)."),
+    device_profile: Optional[Path] = typer.Option(None, "--device-profile", help="A profile from bench device (default: this machine's, measured if missing)."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Measured decode ms per byte against the roofline's prediction for the same calls, and the
+    speedups over blt that the clock, the roofline and the paper proxy give."""
+    from rich.table import Table
+
+    from bltbench.instrumentation.bench import roofline_benchmark
+    from bltbench.instrumentation.device_profile import profile_for
+    from bltbench.instrumentation.roofline import Roofline
+    from bltbench.model.build import parse_dtype
+    from bltbench.model.config import PRESETS
+
+    if preset_name not in PRESETS:
+        raise BltbenchError(f"unknown preset {preset_name!r} (choose from {', '.join(PRESETS)})")
+    if new_bytes < 2 or repeats < 1:
+        raise BltbenchError("--new-bytes must be >= 2 and --repeats >= 1")
+    names = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if not names:
+        raise BltbenchError("--methods names no method")
+    torch_dtype = parse_dtype(dtype)
+    n_threads = _threads(threads)
+    dev = _device(device)
+    console = _console()
+    with console.status(f"building random {preset_name} ({dtype}, {hash_buckets} hash buckets)"):
+        bundle = _load(f"random:{preset_name}", dev, dtype, hash_buckets)
+    with console.status("device profile") as status:
+        profile = profile_for(bundle.config, torch_dtype, dev, device_profile, lambda m: status.update(f"device profile: {m}"))
+    with console.status("timing"):
+        rows = roofline_benchmark(bundle, Roofline(bundle.config, profile, torch_dtype), names, new_bytes,
+                                  repeats=repeats, device=dev)
+    base = next((r for r in rows if r.method == "blt"), rows[0])
+    table = Table(title=f"roofline vs clock: random {preset_name} dims, {profile.dtype}, {dev}, {n_threads} threads, "
+                        f"{new_bytes} new bytes, median of {repeats} interleaved")
+    for col in ("method", "measured ms/B", "roofline ms/B", "error", "of which fixed", f"speedup vs {base.method}: measured",
+                "roofline", "paper proxy"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r.method, f"{r.measured_ms:.2f}", f"{r.predicted_ms:.2f}", f"{r.error:+.0%}",
+                      f"{r.predicted_fixed_ms / r.predicted_ms:.0%}", f"{base.measured_ms / r.measured_ms:.2f}x",
+                      f"{base.predicted_ms / r.predicted_ms:.2f}x", f"{base.proxy_gb / r.proxy_gb:.2f}x")
+    console.print(table)
+    console.print(f"device profile: {profile.device_name}, GEMV {profile.gemv_gb_s:.1f} GB/s, measured {profile.measured_at}")
 
 
 @bench_app.command("meter")

@@ -26,7 +26,7 @@ def paper_gb(n_dec: int, n_enc: int, p_dec: float, p_enc_glob: float) -> float:
     return BYTES_PER_PARAM * (n_dec * p_dec + n_enc * p_enc_glob) / 1e9
 
 
-def _embedding_params(call: Call, p: ComponentParams) -> int:
+def embedding_params(call: Call, p: ComponentParams) -> int:
     if call.component == "encoder":
         return call.positions * (1 + p.n_hash_tables) * p.d_local
     if call.component == "entropy":
@@ -34,7 +34,7 @@ def _embedding_params(call: Call, p: ComponentParams) -> int:
     return 0
 
 
-def _kv_params(call: Call, p: ComponentParams) -> int:
+def kv_params(call: Call, p: ComponentParams) -> int:
     keys = call.cache_length + call.positions
     total = 2 * p.layers[call.component] * keys * p.kv_width[call.component]
     if call.component == "decoder":  # each position reads k latent slots' keys and values per layer
@@ -52,8 +52,8 @@ class Bandwidth:
 def price(calls: list[Call], p: ComponentParams) -> Bandwidth:
     n_dec = sum(1 for c in calls if c.component == "decoder")
     n_glob = sum(1 for c in calls if c.component == "global")
-    weights = sum(p.per_call[c.component] + _embedding_params(c, p) for c in calls)
-    kv = sum(_kv_params(c, p) for c in calls)
+    weights = sum(p.per_call[c.component] + embedding_params(c, p) for c in calls)
+    kv = sum(kv_params(c, p) for c in calls)
     return Bandwidth(
         paper_gb=paper_gb(n_dec, n_glob, p.decoder, p.encoder + p.global_),
         extended_gb=BYTES_PER_PARAM * weights / 1e9,

@@ -251,3 +251,43 @@ def meter_overhead(
             calls = sum(metered.nfe.values()) + sum(metered.prefill_nfe.values())
         rows.append(MeterOverheadRow(spec.label, min(off), min(on), calls, per_call))
     return rows
+
+
+ROOFLINE_METHODS = ("blt", "blt-s-4", "blt-d-4@confidence=0", "blt-d-16@confidence=0", "blt-dv-8")
+
+
+@dataclass
+class RooflineRow:
+    method: str
+    measured_ms: float  # decode ms per byte, median of interleaved repeats
+    predicted_ms: float  # the roofline's ms per byte for the same calls
+    proxy_gb: float  # the paper proxy's GB per byte (16-bit)
+    predicted_fixed_ms: float  # of which per-call fixed costs
+
+    @property
+    def error(self) -> float:
+        """Predicted over measured, minus one (+10%: the roofline says 10% slower than the clock)."""
+        return self.predicted_ms / self.measured_ms - 1
+
+
+def roofline_benchmark(bundle: ModelBundle, roofline, methods: tuple[str, ...] = ROOFLINE_METHODS,
+                       new_bytes: int = 32, prompt: bytes = SHORT_PROMPT.encode(), repeats: int = 3,
+                       device: str = "cpu") -> list[RooflineRow]:
+    """Each method's measured decode time per byte beside what the roofline predicts for its own calls
+    and what the paper proxy prices, greedy with EOS suppressed, methods interleaved per repeat."""
+    from bltbench.decoding.methods import parse_method
+    from bltbench.instrumentation.measure import measure
+
+    specs = {name: parse_method(name) for name in methods}
+    ids = encode_prompt(prompt)
+    config = SamplingConfig(suppress_eos=True)
+    runs = interleaved(list(specs), repeats, lambda name: measure(
+        specs[name], bundle, ids, new_bytes, config, device, roofline=roofline))
+    rows = []
+    for name, ms in runs.items():
+        first = ms[0]
+        n = first.bytes_generated
+        measured = statistics.median(m.decode_s for m in ms) / n
+        rows.append(RooflineRow(first.method, 1e3 * measured, 1e3 * first.predicted.seconds / n,
+                                first.bandwidth.paper_gb / n, 1e3 * first.predicted.fixed_s / n))
+    return rows

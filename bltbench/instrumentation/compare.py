@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,15 +12,9 @@ from bltbench.decoding.methods import MethodSpec, parse_method
 from bltbench.decoding.sampling import SamplingConfig
 from bltbench.errors import BltbenchError
 from bltbench.instrumentation.bench import FEW_SHOT_PROMPT, SHORT_PROMPT
-from bltbench.instrumentation.measure import (
-    Measurement,
-    decode_spread,
-    measure,
-    median_bytes_per_s,
-    median_of_repeats,
-)
+from bltbench.instrumentation.costs import method_costs, reduction, relative
+from bltbench.instrumentation.measure import Measurement, measure, median_of_repeats
 from bltbench.instrumentation.timing import interleaved
-from bltbench.instrumentation.meter import COMPONENTS
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.ids import encode_prompt
 
@@ -48,6 +43,11 @@ class CompareRow:
     ttft_ms: float | None  # time to the first byte, median over prompts
     bytes_per_decoder_pass: float
     accepted_per_verify: float | None
+    predicted_ms_per_byte: float = float("nan")  # the roofline's decode ms per byte (NaN: no device profile)
+    roofline_fraction: float = float("nan")  # predicted over measured decode time (1.0: at the roofline)
+    measured_speedup: float | None = None  # blt's decode time per byte over this method's
+    roofline_speedup: float | None = None  # the same from the roofline's predictions
+    proxy_speedup: float | None = None  # the same from the paper proxy's GB per byte
     projected: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
@@ -85,13 +85,6 @@ def parse_methods(text: str, diffusion=None) -> list[MethodSpec]:
     return specs
 
 
-def _totals(ms: list[Measurement]) -> tuple[int, float, float, float]:
-    n = sum(m.bytes_generated for m in ms)
-    return n, sum(m.bandwidth.paper_gb for m in ms), sum(m.bandwidth.extended_gb for m in ms), sum(
-        m.bandwidth.kv_gb for m in ms
-    )
-
-
 def compare(
     bundle: ModelBundle,
     specs: list[MethodSpec],
@@ -103,6 +96,7 @@ def compare(
     progress: Callable[[str], None] | None = None,
     steps: str = "eager",
     repeats: int = 1,
+    roofline=None,
 ) -> list[CompareRow]:
     """Every method on every prompt. Reductions are against `blt` on BLT weights (the paper's baseline);
     exact matches are against greedy decoding of the method's own causal path (BLT for blt / blt-s,
@@ -124,51 +118,37 @@ def compare(
         i, label = unit
         if progress:
             progress(f"{label}: prompt {i + 1}/{len(prompts)} (run {next(done)} of {repeats * len(prompts) * len(order)})")
-        return measure(by_label[label], bundle, encoded[i], max_bytes, sampling, device, projections, steps=steps)
+        return measure(by_label[label], bundle, encoded[i], max_bytes, sampling, device, projections, steps=steps,
+                       roofline=roofline)
 
     units = [(i, spec.label) for i in range(len(prompts)) for spec in order]
     timed = interleaved(units, repeats, run)
     for spec in order:
         runs[spec.label] = [median_of_repeats(timed[(i, spec.label)]) for i in range(len(prompts))]
-    base = runs[baseline.label]
-    base_bytes, base_gb, _, _ = _totals(base)
+    costs = {label: method_costs([m.to_json() for m in ms], projections=projections) for label, ms in runs.items()}
+    base = costs[baseline.label]
     rows = []
     for spec in specs:
-        ms = runs[spec.label]
-        n, gb, ext, kv = _totals(ms)
-        per = (lambda x: x / n) if n else (lambda x: float("nan"))
-        nfe = {c: per(sum(m.nfe[c] for m in ms)) for c in COMPONENTS}
+        ms, c = runs[spec.label], costs[spec.label]
         exact = None
         if sampling.greedy:
             ref = runs[references[spec.runs_on].label]
             exact = sum(m.generation.output_ids == r.generation.output_ids for m, r in zip(ms, ref)) / len(ms)
-        rounds = [m.generation.extras for m in ms if "verify_rounds" in m.generation.extras]
-        projected = {}
-        for name in projections:
-            p_gb = sum(m.projected[name].paper_gb for m in ms)
-            p_base = sum(m.projected[name].paper_gb for m in base)
-            projected[name] = {
-                "gb_per_byte": per(p_gb),
-                "reduction": 1 - (p_gb / n) / (p_base / base_bytes) if n and base_bytes and p_base else None,
-            }
-        rows.append(
-            CompareRow(
-                method=spec.label,
-                prompts=len(ms),
-                bytes=n,
-                nfe_per_byte=nfe,
-                gb_per_byte=per(gb),
-                gb_per_byte_ext=per(ext),
-                gb_per_byte_kv=per(kv),
-                reduction=1 - (gb / n) / (base_gb / base_bytes) if n and base_bytes and base_gb else None,
-                exact_match=exact,
-                bytes_per_s=median_bytes_per_s(ms),
-                **decode_spread(ms),
-                bytes_per_decoder_pass=n / max(1, sum(m.nfe["decoder"] for m in ms)),
-                accepted_per_verify=pooled_bytes_per_verify(rounds),
-                projected=projected,
-            )
-        )
+        vs_base = relative(c, base)
+        projected = {name: {"gb_per_byte": c["projected_gb_per_byte"][name],
+                            "reduction": reduction(c["projected_gb_per_byte"][name], base["projected_gb_per_byte"][name])}
+                     for name in projections}
+        rows.append(CompareRow(
+            method=spec.label, prompts=len(ms), bytes=c["bytes"], nfe_per_byte=c["nfe_per_byte"],
+            gb_per_byte=c["gb_per_byte"], gb_per_byte_ext=c["gb_per_byte_ext"], gb_per_byte_kv=c["gb_per_byte_kv"],
+            reduction=vs_base["reduction"], exact_match=exact, bytes_per_s=c["bytes_per_s"],
+            ms_per_byte=c["ms_per_byte"], ms_per_byte_iqr=c["ms_per_byte_iqr"],
+            ttft_ms=None if math.isnan(c["ttft_ms"]) else c["ttft_ms"],
+            bytes_per_decoder_pass=c["bytes_per_decoder_pass"], accepted_per_verify=c["accepted_per_verify"],
+            predicted_ms_per_byte=c["predicted_ms_per_byte"], roofline_fraction=c["roofline_fraction"],
+            measured_speedup=vs_base["measured_speedup"], roofline_speedup=vs_base["roofline_speedup"],
+            proxy_speedup=vs_base["proxy_speedup"], projected=projected,
+        ))
     return rows
 
 
@@ -186,8 +166,3 @@ def rows_as_records(rows: list[CompareRow]) -> list[dict]:
     return records
 
 
-def pooled_bytes_per_verify(rounds: list[dict]) -> float | None:
-    """Bytes committed per verification over every round of every prompt (not a mean of per-prompt
-    ratios, which would weigh a prompt that ends at its first EOS like a long one)."""
-    total = sum(r["verify_rounds"] for r in rounds)
-    return sum(r["committed_bytes"] for r in rounds) / total if total else None

@@ -113,3 +113,43 @@ def profile(name: str) -> ComponentParams:
     if name not in PRESETS:
         raise BltbenchError(f"unknown pricing profile {name!r} (choose from {', '.join(list(PRESETS) + ['blt-3b'])})")
     return component_params(preset(name), name)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A weight one call multiplies: `count` matrices of out x inp, each over positions x `rows_per`
+    rows (the k query slots of a pooled patch, say)."""
+
+    out: int
+    inp: int
+    count: int = 1
+    rows_per: int = 1
+
+    @property
+    def params(self) -> int:
+        return self.count * self.out * self.inp
+
+
+def _block_matrices(dim: int, hidden: int, layers: int) -> list[Matrix]:
+    """A transformer block as decoding multiplies it: fused q/k/v, output, fused gate/up, down."""
+    return [Matrix(3 * dim, dim, layers), Matrix(dim, dim, layers), Matrix(2 * hidden, dim, layers),
+            Matrix(dim, hidden, layers)]
+
+
+def component_matrices(config: BLTConfig) -> dict[str, list[Matrix]]:
+    """The weight matrices one call of each component multiplies, billed as `per_call` bills them
+    (pooling and latent projections inside the global call); norms are left out (vectors)."""
+    c, e = config, config.entropy
+    d, k = c.d_local, c.cross_attn_k
+    glob = _block_matrices(c.d_global, c.hidden_ffn_global, c.n_layers_global)
+    if c.d_patch != c.d_global:
+        glob.append(Matrix(c.d_global, c.d_patch))
+    pooling = [Matrix(c.d_patch, d), Matrix(d, d, 1, k), Matrix(2 * d, d, 1, k), Matrix(d, d, 1, k)]
+    latent_kv = [Matrix(c.d_patch, c.d_global), Matrix(2 * d, d, c.n_layers_decoder, k)]
+    return {
+        "entropy": _block_matrices(e.dim, e.hidden_ffn, e.n_layers) + [Matrix(e.vocab_size, e.dim)],
+        "encoder": _block_matrices(d, c.hidden_ffn_local, c.n_layers_encoder),
+        "global": glob + pooling + latent_kv,
+        "decoder": _block_matrices(d, c.hidden_ffn_local, c.n_layers_decoder)
+        + [Matrix(d, d, c.n_layers_decoder), Matrix(d, d, c.n_layers_decoder), Matrix(c.vocab_size, d)],
+    }

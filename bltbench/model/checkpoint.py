@@ -42,6 +42,7 @@ from bltbench.model.config import (
 from bltbench.model.diffusion import BlockDiffusionBLT
 from bltbench.model.entropy import EntropyModel
 from bltbench.model.init import init_weights
+from bltbench.model.layers import share_fused_storage
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 MANIFEST = "bltbench.json"
@@ -67,29 +68,40 @@ def _weights_wanted(weights: Iterable[str] | None) -> tuple[str, ...]:
 
 def random_bundle(preset_name: str, seed: int = 0, hash_buckets: int | None = None, dtype: torch.dtype | None = None,
                   weights: Iterable[str] | None = None, device: str | torch.device = "cpu") -> ModelBundle:
-    """Deterministic random weights of a preset, only those asked for (`weights`: blt, blt-d; the
-    entropy model when the preset patches by entropy), built straight in `dtype` on `device`.
-    `hash_buckets` cuts the hash tables (a large preset's dense dims then fit a small machine). On the
-    meta device nothing is allocated or initialised: sizes and dtypes only."""
+    """Deterministic random weights of a preset (see `random_weights`); `hash_buckets` cuts the hash
+    tables (a large preset's dense dims then fit a small machine)."""
     config = preset(preset_name)
     if hash_buckets is not None:
         config = dataclasses.replace(config, hash_buckets=hash_buckets)
         config.validate()
+    buckets = f", {config.hash_buckets} hash buckets" if hash_buckets is not None else ""
+    bundle = random_weights(config, seed, dtype, weights, device, f"random:{preset_name}", buckets)
+    bundle.source = f"random:{preset_name}:{seed}"
+    return bundle
+
+
+def random_weights(config: BLTConfig, seed: int = 0, dtype: torch.dtype | None = None,
+                   weights: Iterable[str] | None = None, device: str | torch.device = "cpu", name: str = "random",
+                   note: str = "") -> ModelBundle:
+    """Deterministic random weights for a config, only those asked for (`weights`: blt, blt-d; the
+    entropy model when it patches by entropy), built straight in `dtype` on `device`. On the meta
+    device nothing is allocated or initialised: sizes and dtypes only."""
     dtype = dtype or torch.float32
     parts = list(_weights_wanted(weights)) + (["entropy"] if config.patching.mode == "entropy" else [])
-    metas = {name: on_meta(lambda cls=_RANDOM_PARTS[name][0]: cls(config.entropy if cls is EntropyModel else config),
-                           dtype) for name in parts}
-    buckets = f", {config.hash_buckets} hash buckets" if hash_buckets is not None else ""
-    if torch.device(device).type != "meta":
-        ensure_fits(f"random:{preset_name} ({' + '.join(parts)}{buckets})", metas.values(), device,
+    metas = {part: on_meta(lambda cls=_RANDOM_PARTS[part][0]: cls(config.entropy if cls is EntropyModel else config),
+                           dtype) for part in parts}
+    real = torch.device(device).type != "meta"
+    if real:
+        ensure_fits(f"{name} ({' + '.join(parts)}{note})", metas.values(), device,
                     largest_tensor_bytes(metas.values()), "--hash-buckets 1024")
     modules: dict[str, nn.Module] = {}
-    for name, module in metas.items():
-        if torch.device(device).type != "meta":
+    for part, module in metas.items():
+        if real:
             module = materialise(module, device)
-            init_weights(module, seed + _RANDOM_PARTS[name][1])
-        modules[name] = module.eval()
-    return ModelBundle(config, modules.get("blt"), modules.get("entropy"), f"random:{preset_name}:{seed}", "random",
+            init_weights(module, seed + _RANDOM_PARTS[part][1])
+            share_fused_storage(module)
+        modules[part] = module.eval()
+    return ModelBundle(config, modules.get("blt"), modules.get("entropy"), f"{name}:{seed}", "random",
                        modules.get("blt-d"))
 
 
@@ -187,7 +199,8 @@ def save_bundle(bundle: ModelBundle, folder: str | Path, dtype: torch.dtype = to
         for name, module in (("blt", bundle.blt), ("blt_d", bundle.blt_d), ("entropy", bundle.entropy)):
             if module is None:
                 continue
-            state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in module.state_dict().items()}
+            # clone: weights sharing one fused tensor (share_fused_storage) are saved as separate tensors
+            state = {k: v.detach().to("cpu", dtype).clone() for k, v in module.state_dict().items()}
             states[name] = state
             if name == "blt_d" and "blt" in states:
                 base = states["blt"]
@@ -513,4 +526,8 @@ def load_model(spec: str, device: str = "cpu", dtype: str | torch.dtype | None =
             f"{folder} is not a model folder: expected {MANIFEST} (bltbench), consolidated.pth + params.json "
             "(official BLT) or config.json (transformers)"
         )
-    return bundle.to(device)
+    bundle.to(device)
+    for module in (bundle.blt, bundle.blt_d, bundle.entropy):
+        if module is not None:
+            share_fused_storage(module)
+    return bundle

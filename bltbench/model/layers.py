@@ -49,12 +49,36 @@ def fused_weight(owner: nn.Module, *linears: nn.Linear) -> torch.Tensor:
         return owner._fused_weight
     if torch.is_grad_enabled():
         return torch.cat(weights)
+    base = getattr(owner, "_fused_base", None)
+    if base is not None and weights[0].data_ptr() == base.data_ptr():  # the linears are views of it
+        owner._fused_weight = base
+        return base
     # Inference tensors (created under inference_mode) keep no version counter.
     key = tuple((w.data_ptr(), -1 if w.is_inference() else w._version) for w in weights)
     if getattr(owner, "_fused_key", None) != key:
         owner._fused_weight = torch.cat(weights).detach()
         owner._fused_key = key
     return owner._fused_weight
+
+
+@torch.no_grad()
+def share_fused_storage(module: nn.Module) -> nn.Module:
+    """Lay each fused group's weights (q/k/v, gate/up, cross-attention k/v) out in one tensor and make
+    the linears views of it: inference's fused matmul then reads the weights in place instead of a
+    concatenated copy (on blt-7b, 8 GB more). Training is unaffected: each weight is its own parameter."""
+    for sub in module.modules():
+        names = getattr(sub, "FUSED", ())
+        if not names:
+            continue
+        linears = [getattr(sub, name) for name in names]
+        base = torch.cat([lin.weight.detach() for lin in linears])
+        offset = 0
+        for lin in linears:
+            rows = lin.weight.shape[0]
+            lin.weight = nn.Parameter(base[offset : offset + rows], requires_grad=lin.weight.requires_grad)
+            offset += rows
+        sub._fused_base = base
+    return module
 
 
 def build_fused_weights(module: nn.Module) -> None:
@@ -233,6 +257,8 @@ class Attention(nn.Module):
         self.wv = nn.Linear(dim, dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
 
+    FUSED = ("wq", "wk", "wv")
+
     def fused(self) -> torch.Tensor:
         return fused_weight(self, self.wq, self.wk, self.wv)
 
@@ -254,6 +280,8 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(dim, hidden, bias=False)
         self.w3 = nn.Linear(dim, hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
+
+    FUSED = ("w1", "w3")
 
     def fused(self) -> torch.Tensor:
         return fused_weight(self, self.w1, self.w3)
@@ -293,6 +321,8 @@ class CrossAttention(nn.Module):
         self.wk = nn.Linear(dim, dim, bias=False)
         self.wv = nn.Linear(dim, dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
+
+    FUSED = ("wk", "wv")
 
     def fused(self) -> torch.Tensor:
         return fused_weight(self, self.wk, self.wv)

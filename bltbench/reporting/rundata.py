@@ -26,7 +26,8 @@ RESULTS_ROOT = Path("results")
 NON_METRIC_FIELDS = {
     "method", "task", "samples", "complete", "bytes", "gb_per_byte", "gb_per_byte_ext", "gb_per_byte_kv",
     "bytes_per_decoder_pass", "bytes_per_s", "nfe_per_byte", "projected_gb_per_byte", "accepted_per_verify",
-    "exact_match", "reduction", "kind", "bytes_scored", "sequences", "text_bytes",
+    "exact_match", "reduction", "kind", "bytes_scored", "sequences", "text_bytes", "ms_per_byte", "ms_per_byte_iqr",
+    "ttft_ms", "predicted_ms_per_byte", "roofline_fraction",
 }
 METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "spbleu": "spBLEU", "ttr": "TTR", "pass@1": "pass@1", "bpb": "bits/byte"}
 LOWER_IS_BETTER = {"bpb"}
@@ -136,6 +137,7 @@ def _sample_row(r: dict) -> dict:
         "prefill_s": _number(r.get("prefill_s")),
         "ttft_s": _number(r.get("ttft_s")),
         "decode_s": _number(r.get("decode_s")),  # NaN in records written before phases were timed
+        "predicted_decode_s": _number(r.get("predicted_decode_s")),  # NaN: priced without a device profile
         "accepted_per_verify": _number(r.get("accepted_per_verify")),
         "verify_rounds": _number(r.get("verify_rounds")),
         "committed_bytes": _number(r.get("committed_bytes")),

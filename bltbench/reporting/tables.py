@@ -16,10 +16,10 @@ from functools import lru_cache
 import pandas as pd
 
 from bltbench.instrumentation.bandwidth import paper_gb
-from bltbench.instrumentation.compare import pooled_bytes_per_verify
+from bltbench.instrumentation.costs import method_costs as aggregate
+from bltbench.instrumentation.costs import pooled_bytes_per_verify, reduction, relative
 from bltbench.instrumentation.meter import COMPONENTS
 from bltbench.instrumentation.params import ComponentParams, profile
-from bltbench.instrumentation.timing import median_and_iqr
 from bltbench.reporting.rundata import NON_METRIC_FIELDS, RunData
 
 BASELINE = "blt"
@@ -48,39 +48,50 @@ def _per_byte(total: float, n_bytes: int) -> float:
     return total / n_bytes if n_bytes else math.nan
 
 
+def _as_record(row) -> dict:
+    """A sample row back in the record form the one cost aggregation reads (NaN: not recorded)."""
+    def value(name: str):
+        v = row.get(name, math.nan)
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    return {"bytes_generated": int(row["bytes"]), "bandwidth_gb": row["gb"], "bandwidth_gb_ext": row["gb_ext"],
+            "bandwidth_gb_kv": row["gb_kv"], "nfe": {c: int(row[f"nfe_{c}"]) for c in COMPONENTS},
+            "decode_s": value("decode_s"), "ttft_s": value("ttft_s"), "predicted_decode_s": value("predicted_decode_s"),
+            "verify_rounds": value("verify_rounds"), "committed_bytes": value("committed_bytes")}
+
+
 def method_costs(run: RunData) -> pd.DataFrame:
     """One row per method, over all its tasks: bandwidth (GB/byte), NFEs per byte by component, bytes per
-    decoder pass and per verification, wall-clock, exact match and projections."""
+    decoder pass and per verification, decode time measured and roofline-predicted, the speedups over
+    blt that the clock, the roofline and the paper proxy give, exact match and projections."""
     df = with_projections(run)
     rows = []
     for method in run.methods:
         m = df[df["method"] == method]
-        n = int(m["bytes"].sum())
-        decoder_passes = int(m["nfe_decoder"].sum())
-        timed = m[(m["decode_s"] > 0) & (m["bytes"] > 0)]  # decode only: the prefill is apart
+        costs = aggregate([_as_record(r) for _, r in m.iterrows()])
+        n = costs["bytes"]
         row = {
             "method": method,
             "samples": len(m),
             "bytes": n,
-            "gb_per_byte": _per_byte(m["gb"].sum(), n),
-            "gb_per_byte_ext": _per_byte(m["gb_ext"].sum(), n),
-            "gb_per_byte_kv": _per_byte(m["gb_kv"].sum(), n),
-            **{f"nfe_{c}": _per_byte(m[f"nfe_{c}"].sum(), n) for c in COMPONENTS},
-            "bytes_per_decoder_pass": n / decoder_passes if decoder_passes else math.nan,
+            **{k: costs[k] for k in ("gb_per_byte", "gb_per_byte_ext", "gb_per_byte_kv")},
+            **{f"nfe_{c}": v for c, v in costs["nfe_per_byte"].items()},
+            "bytes_per_decoder_pass": costs["bytes_per_decoder_pass"] if n else math.nan,
             "bytes_per_verify": _bytes_per_verify(m),  # NaN when the method never verifies
-            **dict(zip(("ms_per_byte", "ms_per_byte_iqr"), median_and_iqr(1e3 * timed["decode_s"] / timed["bytes"]))),
-            "bytes_per_s": (timed["bytes"] / timed["decode_s"]).median() if len(timed) else math.nan,
-            "ttft_ms": (1e3 * timed["ttft_s"]).median() if len(timed) else math.nan,
+            **{k: costs[k] for k in ("ms_per_byte", "ms_per_byte_iqr", "bytes_per_s", "ttft_ms",
+                                     "predicted_ms_per_byte", "roofline_fraction")},
             "exact_match": _exact_match(run, method),
             **{f"proj_{p}": _per_byte(m[f"proj_gb_{p}"].sum(), n) for p in run.projections},
         }
         row["nfe_total"] = sum(row[f"nfe_{c}"] for c in COMPONENTS)
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    base = out[out["method"] == BASELINE]
-    for col, name in [("gb_per_byte", "reduction"), *((f"proj_{p}", f"reduction_{p}") for p in run.projections)]:
-        ref = float(base[col].iloc[0]) if len(base) else math.nan
-        out[name] = 1 - out[col] / ref if ref and not math.isnan(ref) else math.nan
+        rows.append((row, costs))
+    base = next((costs for row, costs in rows if row["method"] == BASELINE), None)
+    out = pd.DataFrame([row for row, _ in rows])
+    for key in ("reduction", "measured_speedup", "roofline_speedup", "proxy_speedup"):
+        out[key] = [math.nan if base is None or (v := relative(costs, base)[key]) is None else v for _, costs in rows]
+    for p in run.projections:
+        ref = float(out.loc[out["method"] == BASELINE, f"proj_{p}"].iloc[0]) if base is not None else math.nan
+        out[f"reduction_{p}"] = [math.nan if (v := reduction(x, ref)) is None else v for x in out[f"proj_{p}"]]
     return out
 
 

@@ -8,7 +8,6 @@ written."""
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,9 @@ import torch
 
 from bltbench.decoding.methods import MethodSpec
 from bltbench.instrumentation.bandwidth import price
-from bltbench.instrumentation.compare import pooled_bytes_per_verify
+from bltbench.instrumentation.costs import method_costs, pooled_bytes_per_verify
+from bltbench.instrumentation.device_profile import profile_for
+from bltbench.instrumentation.roofline import Roofline
 from bltbench.instrumentation.environment import environment, load_average
 from bltbench.instrumentation.measure import measure, median_of_repeats, own_params
 from bltbench.instrumentation.meter import COMPONENTS, Meter
@@ -59,15 +60,16 @@ def run_suite(
     on_sample: Callable[[str], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
     compile: bool = False,
+    device_profile: str | None = None,
 ) -> SweepResult:
     """Every method over every task's samples; `compile` (or the suite's `compile: true`) runs
     one-position steps compiled; the suite's `timing:` sets repeats and torch's thread count (restored
     after the run)."""
     with fixed_threads(suite.timing.threads):
-        return _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, compile)
+        return _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, compile, device_profile)
 
 
-def _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, compile) -> SweepResult:
+def _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, compile, device_profile) -> SweepResult:
     steps = "compiled" if compile or suite.compile else "eager"
     data = DataSource(data_dir or suite.data_dir)
     plan: list[tuple[object, object, list[Sample]]] = []
@@ -83,7 +85,13 @@ def _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, c
         on_plan(len(suite.methods) * sum(len(s) for _, _, s in plan))
     written = skipped = 0
     weights = bundle.blt if bundle.blt is not None else bundle.blt_d
-    env = environment(device, next(weights.parameters()).dtype)
+    dtype = next(weights.parameters()).dtype
+    env = environment(device, dtype)
+    roofline = None
+    if device_profile != "off":  # measured at this run's threads and dtype (cached per machine), or a file
+        profile = profile_for(bundle.config, dtype, device, device_profile)
+        roofline = Roofline(bundle.config, profile, dtype)
+        env["device_profile"] = profile.to_json()
     labels = {spec.label: spec for spec in suite.methods}
 
     def done(label: str, task_name: str, what: str = "") -> None:
@@ -106,7 +114,8 @@ def _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, c
                 continue
             ids = encode_prompt(sample.prompt.encode())
             timed = interleaved(pending, suite.timing.repeats, lambda label: measure(
-                labels[label], bundle, ids, budget, entry.sampling, device, suite.project, stop=task.stop, steps=steps))
+                labels[label], bundle, ids, budget, entry.sampling, device, suite.project, stop=task.stop, steps=steps,
+                roofline=roofline))
             for label in pending:
                 store.append(_generation_record(labels[label], task, sample, entry, budget,
                                                 median_of_repeats(timed[label]), suite.timing.repeats))
@@ -246,7 +255,7 @@ def summarize(suite: Suite, records: list[dict], tasks: dict) -> list[dict]:
                 **task.aggregate([s for s, _ in ordered], [r["completion"] for r in recs], [r["score"] for r in recs]),
                 **_costs(suite, recs, "bytes_generated"),
             }
-            row["accepted_per_verify"] = pooled_bytes_per_verify([r for r in recs if "verify_rounds" in r])
+            row["accepted_per_verify"] = pooled_bytes_per_verify(recs)
             ref = _reference(spec, labels)
             greedy = all(r["settings"]["sampling"]["temperature"] == 0 for r in recs)
             if ref and greedy and spec.lossless:
@@ -264,27 +273,12 @@ def summarize(suite: Suite, records: list[dict], tasks: dict) -> list[dict]:
 
 
 def _costs(suite: Suite, recs: list[dict], bytes_field: str) -> dict:
-    """Bandwidth, NFEs and speed per byte, pooled over records; the bytes are generated ones for
-    generation tasks and scored ones for scoring tasks."""
-    n = sum(r[bytes_field] for r in recs)
-    per = (lambda x: x / n) if n else (lambda x: float("nan"))
-    return {
-        "gb_per_byte": per(sum(r["bandwidth_gb"] for r in recs)),
-        "gb_per_byte_ext": per(sum(r["bandwidth_gb_ext"] for r in recs)),
-        "gb_per_byte_kv": per(sum(r["bandwidth_gb_kv"] for r in recs)),
-        "bytes_per_decoder_pass": n / max(1, sum(r["nfe"]["decoder"] for r in recs)),
-        "bytes_per_s": statistics.median([r[bytes_field] / t for r in recs if (t := _timed_s(r)) > 0] or [0]),
-        "nfe_per_byte": {c: per(sum(r["nfe"][c] for r in recs)) for c in COMPONENTS},
-        "projected_gb_per_byte": {p: per(sum(r["projected"][p]["bandwidth_gb"] for r in recs)) for p in suite.project},
-    }
-
-
-def _timed_s(record: dict) -> float:
-    """The seconds a record's per-byte speed divides by: decode time for a generation (the prefill
-    apart; a record without phases is not timed), the scoring passes' time for a scoring record."""
-    if record.get("kind") == "scoring":
-        return record["wall_s"]
-    return record.get("decode_s") or 0.0
+    """Bandwidth, NFEs and speed per byte over a (method, task)'s records, as every table quotes them
+    (`costs.method_costs`); bytes are generated ones for generation tasks, scored ones for scoring tasks."""
+    costs = method_costs(recs, bytes_field, suite.project)
+    costs.pop("bytes")
+    costs.pop("accepted_per_verify")
+    return costs
 
 
 def _scoring_row(suite: Suite, spec: MethodSpec, task: ScoringTask, samples: list[Sample], ordered: list) -> dict:
