@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 import subprocess
 import sys
 
@@ -23,6 +25,11 @@ def test_generate_json_fields(capsys):
     assert record["output"] == raw.decode("utf-8", errors="replace")
     assert sum(record["patches"]) == 1 + len(b"Hello, bytes") + len(raw)
     assert record["patches"][0] == 1
+    # priced by the roofline on this machine's device profile, measured on first use and cached
+    assert record["predicted_decode_s"] > 0 and record["dtype"] == "float32"
+    assert record["predicted_ms_per_byte"] == pytest.approx(1e3 * record["predicted_decode_s"] / len(raw))
+    assert record["roofline_fraction"] == pytest.approx(record["predicted_decode_s"] / record["decode_s"])
+    assert list((Path(os.environ["BLTBENCH_CACHE"]) / "device-profiles").glob("*.json"))
 
 
 def test_generate_stop_string_cuts_the_output(capsys):

@@ -271,7 +271,7 @@ SUITE = {
 def test_scoring_tasks_sweep_record_summarize_and_resume(tmp_path, monkeypatch, micro):
     monkeypatch.setattr("bltbench.runner.sweep.load_model", lambda spec, device, *options: micro)  # milliseconds a pass
     suite = parse_suite(SUITE, "lik.yaml")
-    whole = run_suite(suite, tmp_path / "whole", data_dir=str(DATA))
+    whole = run_suite(suite, tmp_path / "whole", data_dir=str(DATA), device_profile="off")
     assert whole.written == 12
     records = stable_records(tmp_path / "whole")
     rec = records[0]
@@ -291,8 +291,8 @@ def test_scoring_tasks_sweep_record_summarize_and_resume(tmp_path, monkeypatch, 
     from conftest import Killed, die_after
 
     with pytest.raises(Killed):
-        run_suite(suite, tmp_path / "cut", data_dir=str(DATA), on_sample=die_after(5))
-    resumed = run_suite(suite, tmp_path / "cut", resume=True, data_dir=str(DATA))
+        run_suite(suite, tmp_path / "cut", data_dir=str(DATA), on_sample=die_after(5), device_profile="off")
+    resumed = run_suite(suite, tmp_path / "cut", resume=True, data_dir=str(DATA), device_profile="off")
     assert resumed.skipped == 5 and resumed.written == 7
     assert stable_records(tmp_path / "cut") == records
 

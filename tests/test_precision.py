@@ -89,7 +89,7 @@ def test_bf16_logits_stay_within_a_stated_tolerance_of_fp32():
 
 def test_dtype_flows_into_records_and_bad_dtypes_are_one_line(capsys, monkeypatch):
     code, out, err = run_cli(capsys, "generate", "--model", "random:tiny", "--prompt", "Hi", "--max-bytes", "6",
-                             "--dtype", "bf16", "--json")
+                             "--dtype", "bf16", "--json", "--device-profile", "off")
     assert code == 0, err
     assert json.loads(out)["dtype"] == "bfloat16"
     for command in (["generate", "--prompt", "x"], ["compare"], ["bench", "decode"]):

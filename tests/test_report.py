@@ -78,11 +78,12 @@ def _pdf_pages(data: bytes) -> tuple[int, list[int]]:
 
 
 def test_pdf_opens_with_one_page_per_section(rendered):
+    """One page per section, and the wall-clock section's tables (speedups, device profile) on a page after its plot."""
     data = (rendered / "report.pdf").read_bytes()
     assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
     pages, counts = _pdf_pages(data)
-    assert pages == len(SECTIONS) == 8
-    assert counts and set(counts) == {len(SECTIONS)}
+    assert pages == len(SECTIONS) + 1 == 9
+    assert counts and set(counts) == {len(SECTIONS) + 1}
     assert [p for p in rendered.iterdir() if p.name.startswith(".")] == []  # no temp file left behind
 
 
@@ -93,7 +94,8 @@ def test_html_is_one_self_contained_file_with_every_section(rendered):
     assert len(images) == len(PLOTS) and all(src.startswith("data:image/png;base64,") for src in images)
     assert NO_DATA not in text
     assert not re.search(r'(src|href)="(https?:|//|file:)|<link|<script|url\(', text)
-    for needle in ("MB/byte", "NFEs per byte", "exact match", "blt-1b", "blt-7b", "TTR", "BLEU", "chrF", "blt-dv-4"):
+    for needle in ("MB/byte", "NFEs per byte", "exact match", "blt-1b", "blt-7b", "TTR", "BLEU", "chrF", "blt-dv-4",
+                   "roofline / measured", "paper proxy", "Device profile the roofline priced with", "fixed cost per call"):
         assert needle in text
 
 
@@ -139,7 +141,7 @@ def _run_copy(run_dir: Path, dest: Path, keep) -> Path:
 
 
 def test_sections_without_data_say_so_and_keep_their_page(run_dir, tmp_path):
-    """No diversity task and no verifying method: the TTR section says so, the PDF keeps 8 pages; a torn
+    """No diversity task and no verifying method: the TTR section says so, the PDF keeps its 9 pages; a torn
     last record line (a killed sweep) is left out; without summary.json quality falls back."""
     run = _run_copy(run_dir, tmp_path / "no-ttr", lambda r: r["task"] != "diversity")
     with open(run / "records.jsonl", "a") as f:
@@ -150,7 +152,7 @@ def test_sections_without_data_say_so_and_keep_their_page(run_dir, tmp_path):
     ttr = text[text.index('<section id="ttr"'):]
     assert ttr[: ttr.index("</section>")].count(NO_DATA) == 1
     assert text.count("<img ") == len(PLOTS) - 1 and "summary.json is missing" in text
-    assert _pdf_pages((tmp_path / "out" / "report.pdf").read_bytes())[0] == len(SECTIONS)
+    assert _pdf_pages((tmp_path / "out" / "report.pdf").read_bytes())[0] == len(SECTIONS) + 1  # + wall-clock tables
 
 
 def test_scoring_task_records_reach_the_quality_table_only(run_dir, tmp_path):
@@ -172,7 +174,7 @@ def test_scoring_task_records_reach_the_quality_table_only(run_dir, tmp_path):
     write_report(run, ("html", "pdf"), tmp_path / "out")
     text = (tmp_path / "out" / "report.html").read_text()
     assert "arc-easy (1 records)" in text and ">acc<" in text and ">bytes_scored<" not in text
-    assert _pdf_pages((tmp_path / "out" / "report.pdf").read_bytes())[0] == len(SECTIONS)
+    assert _pdf_pages((tmp_path / "out" / "report.pdf").read_bytes())[0] == len(SECTIONS) + 1  # + wall-clock tables
 
 
 def test_a_failed_render_writes_nothing(run_dir, tmp_path, monkeypatch):

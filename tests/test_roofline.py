@@ -101,3 +101,20 @@ def test_bad_device_profiles_are_one_error_line(capsys, tmp_path):
     assert DeviceProfile.read(path).matmul_s == synthetic_profile(config).matmul_s
     code, _, err = run_cli(capsys, "generate", "--model", "random:tiny", "--prompt", "x", "--device-profile", str(path))
     assert code == 2 and "matrix" in err and len(err.strip().splitlines()) == 1, err  # measured for other shapes
+
+
+def test_bench_device_writes_a_profile_that_bench_roofline_prices_with(capsys, tmp_path):
+    out = tmp_path / "tiny.json"
+    code, text, err = run_cli(capsys, "bench", "device", "--model", "random:tiny", "--repeats", "1", "--threads", "1",
+                              "--working-set-gb", "0.02", "--out", str(out))
+    assert code == 0, err
+    profile = DeviceProfile.read(out)
+    assert profile.dtype == "float32" and profile.threads == 1 and profile.gemv_gb_s > 0
+    assert {"entropy", "encoder", "global", "decoder", "decoder:many"} <= set(profile.call_s)
+    assert set(profile.matmul_s) == {f"{o}x{i}" for o, i in model_shapes(random_bundle("tiny", device="meta").config)}
+    code, text, err = run_cli(capsys, "bench", "roofline", "--preset", "tiny", "--dtype", "fp32", "--new-bytes", "6",
+                              "--repeats", "1", "--methods", "blt,blt-d-4@confidence=0", "--device-profile", str(out))
+    assert code == 0, err
+    assert "blt-d-4@confidence=0" in text and "roofline ms/B" in text and "paper proxy" in text
+    code, _, err = run_cli(capsys, "bench", "roofline", "--preset", "tiny", "--dtype", "bf16", "--device-profile", str(out))
+    assert code == 2 and "measured in float32" in err and len(err.strip().splitlines()) == 1, err

@@ -63,7 +63,7 @@ def _roofline(bundle, device: str, device_profile: str | None, specs):
     from rich.console import Console
 
     with Console(stderr=True).status("measuring this machine's device profile for these shapes (once; cached)"):
-        profile = profile_for(bundle.config, dtype, device, device_profile)
+        profile = profile_for(bundle, device, device_profile)
     return Roofline(bundle.config, profile, dtype)
 
 
@@ -642,41 +642,34 @@ def bench_stream(
                       f"read per byte, {r.gb_per_s:.1f} GB/s = {r.gb_per_s / report.reference:.0%} of the GEMVs'")
 
 
-def _model_config(model: str, hash_buckets: int | None):
-    """A model's config without building its weights (random presets), or from its folder."""
-    from bltbench.model.checkpoint import load_model, random_bundle
-
-    if model.startswith("random:"):
-        preset_name = model.split(":")[1] if model.count(":") >= 1 else ""
-        return random_bundle(preset_name, hash_buckets=hash_buckets, device="meta").config
-    return load_model(model, weights=()).config
-
-
 @bench_app.command("device")
 def bench_device(
-    model: str = typer.Option("tiny", "--model", help="Whose layer shapes to measure (random:PRESET, a bundled name or a folder)."),
+    model: str = typer.Option("tiny", "--model", help="Whose shapes and calls to measure (random:PRESET, a bundled name or a folder)."),
     dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
+    hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help=BUCKETS_HELP),
     device: str = typer.Option("cpu", "--device"),
     threads: Optional[int] = typer.Option(None, "--threads", help="Fix torch's thread count (default: torch's)."),
-    working_set: float = typer.Option(1.0, "--working-set-gb", help="At most this many GB of distinct weights per shape."),
+    working_set: float = typer.Option(0.5, "--working-set-gb", help="GB of distinct weights each shape is read from (more than the caches hold)."),
+    repeats: int = typer.Option(3, "--repeats", help="Timed repeats of every measurement (medians)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the profile here (default: this machine's cache, where runs find it)."),
 ) -> None:
-    """Measure a device profile for a model's shapes: memory bandwidth (copy, GEMV), each weight matrix at
-    1-64 rows, attention over a cache, the fixed cost of a component call; written as JSON."""
+    """Measure a device profile for a model: memory bandwidth (copy, GEMV), each weight matrix at 1-64
+    rows, attention over a cache, the fixed cost of each component's call; written as JSON."""
     from bltbench.instrumentation.device_profile import cache_path, measure_profile
-    from bltbench.model.build import check_dtype_runs, parse_dtype
 
-    torch_dtype = parse_dtype(dtype)
     if not (working_set > 0 and working_set < float("inf")):
         raise BltbenchError(f"--working-set-gb must be a positive number, got {working_set}")
+    if repeats < 1:
+        raise BltbenchError(f"--repeats must be >= 1, got {repeats}")
     n_threads = _threads(threads)
     dev = _device(device)
-    check_dtype_runs(torch_dtype, dev)
-    config = _model_config(model, None)
     console = _console()
+    with console.status("building the model"):
+        bundle = _load(model, dev, dtype, hash_buckets)
     with console.status("measuring") as status:
-        profile = measure_profile(config, torch_dtype, dev, working_set, progress=lambda m: status.update(m))
-    path = profile.write(out or cache_path(config, torch_dtype, dev))
+        profile = measure_profile(bundle, dev, working_set, repeats, progress=lambda m: status.update(m))
+    weights = bundle.blt if bundle.blt is not None else bundle.blt_d
+    path = profile.write(out or cache_path(bundle.config, next(weights.parameters()).dtype, dev))
     console.print(f"{profile.device_name} ({dev}, {profile.dtype}, {n_threads} threads): copy {profile.copy_gb_s:.1f} GB/s, "
                   f"GEMV {profile.gemv_gb_s:.1f} GB/s, KV cache {profile.kv_gb_s:.1f} GB/s")
     calls = ", ".join(f"{c} {1e6 * s:.0f}" for c, s in sorted(profile.call_s.items()))
@@ -721,7 +714,7 @@ def bench_roofline(
     with console.status(f"building random {preset_name} ({dtype}, {hash_buckets} hash buckets)"):
         bundle = _load(f"random:{preset_name}", dev, dtype, hash_buckets)
     with console.status("device profile") as status:
-        profile = profile_for(bundle.config, torch_dtype, dev, device_profile, lambda m: status.update(f"device profile: {m}"))
+        profile = profile_for(bundle, dev, device_profile, lambda m: status.update(f"device profile: {m}"))
     with console.status("timing"):
         rows = roofline_benchmark(bundle, Roofline(bundle.config, profile, torch_dtype), names, new_bytes,
                                   repeats=repeats, device=dev)

@@ -1,11 +1,11 @@
 """A device profile: what this machine does with a model's shapes, measured once (DESIGN.md section 12).
 
 The roofline prices a call from four measured things: how fast weights stream (a large copy and a
-large GEMV, for the record), how long each of the model's weight matrices takes at 1..64 rows (its
-memory time at one row, its compute time at more), how fast attention reads a KV cache, and the
-fixed cost of one call of each component (its operators' dispatch and the host's work around it).
-That last one is measured on a narrow copy of the model (same layers and heads, 4-wide heads), whose
-matrices cost nothing, through the real decoding core with a timing observer.
+large GEMV, for the record), how long each of the model's weight matrices takes at 1..64 rows read
+from memory (its memory time at one row, its compute time at more), how fast attention reads a KV
+cache, and the fixed cost of one call of each component: what a call's bytes and FLOPs do not explain
+(operator dispatch, elementwise work, the host's bookkeeping), measured through the real decoding core
+with a timing observer on calibration decodes of blt, blt-s-8 and blt-d-8.
 
 Profiles are JSON, cached per (machine, device, dtype, threads, torch, model shapes) under
 $BLTBENCH_CACHE (default ~/.cache/bltbench), or given as a file.
@@ -30,7 +30,7 @@ from bltbench.errors import BltbenchError
 from bltbench.instrumentation.environment import environment
 from bltbench.instrumentation.params import component_matrices
 from bltbench.instrumentation.timing import timed
-from bltbench.model.build import dtype_name, parse_dtype
+from bltbench.model.build import dtype_name
 from bltbench.model.config import BLTConfig
 from bltbench.model.layers import attention, project
 
@@ -176,15 +176,6 @@ def measure_kv(config: BLTConfig, dtype: torch.dtype, device: str, working_set: 
     return len(caches) * 2 * heads * length * dim * dtype.itemsize / GB / max(long - short, 1e-9)
 
 
-def narrow_config(config: BLTConfig) -> BLTConfig:
-    """The same components, layers and heads with 4-wide heads: every matrix costs next to nothing, so
-    a call's time is its fixed cost."""
-    local = 4 * math.lcm(config.n_heads_local, config.n_cross_heads)
-    entropy = dataclasses.replace(config.entropy, dim=4 * config.entropy.n_heads, ffn_dim=8)
-    return dataclasses.replace(config, d_local=local, d_global=4 * config.n_heads_global, ffn_local=8, ffn_global=8,
-                               hash_buckets=64, entropy=entropy)
-
-
 def call_kind(component: str, positions: int) -> str:
     """How per-call costs are keyed: one-position calls (steps, drafts) take the engine's step path,
     calls over several positions (prefill-like extends, verification, BLT-D blocks) the general one."""
@@ -213,44 +204,74 @@ class CallTimer:
         return out
 
 
-CALIBRATION_METHODS = ("blt", "blt-s-4", "blt-d-4@confidence=0")  # steps and drafts; verification; blocks
+CALIBRATION_METHODS = ("blt", "blt-s-8", "blt-d-8@confidence=0")  # steps and drafts; verification; blocks
 
 
-def measure_call_costs(config: BLTConfig, dtype: torch.dtype, device: str, new_bytes: int = 48,
-                       repeats: int = 3) -> dict[str, float]:
-    """Median seconds per call of each component and kind (`call_kind`) on the narrow copy, over the
-    calls of blt, blt-s-4 and blt-d-4 decodes."""
+def measure_call_costs(bundle, roofline, device: str, new_bytes: int = 32, repeats: int = 3) -> dict[str, float]:
+    """The fixed cost of a call of each component and kind (`call_kind`): the median over calibration
+    decodes (blt, blt-s-8, blt-d-8 where the bundle has the weights; interleaved, after a warm-up round)
+    of each call's measured time less what its bytes and FLOPs explain (`roofline` without fixed costs).
+    It holds the operators' dispatch, the elementwise work and the host's bookkeeping around a call."""
     from bltbench.decoding.methods import generate, parse_method
     from bltbench.decoding.sampling import Sampler, SamplingConfig
-    from bltbench.model.checkpoint import random_weights
     from bltbench.model.ids import encode_prompt
 
-    bundle = random_weights(narrow_config(config), dtype=dtype, device=device, name="narrow")
-    prompt = encode_prompt(b"A device profile times the calls of a narrow copy. ")
+    prompt = encode_prompt(b"A device profile times each call of the model through the decoding core. ")
     sampler = lambda: Sampler(SamplingConfig(suppress_eos=True), device)  # noqa: E731
-    specs = [parse_method(name) for name in CALIBRATION_METHODS]
+    specs = []
+    for name in CALIBRATION_METHODS:
+        spec = parse_method(name)
+        if spec.runs_on == "blt" and bundle.blt is None:  # BLT-D keeps BLT's causal path
+            spec = dataclasses.replace(spec, weights="blt-d")
+        if (bundle.blt if spec.runs_on == "blt" else bundle.blt_d) is not None:
+            specs.append(spec)
     samples: dict[str, list[float]] = {}
     for round_ in range(repeats + 1):
         for spec in specs:  # interleaved; the first round warms up
             timer = CallTimer(device)
-            generate(spec, bundle, prompt, new_bytes, sampler(), timer)
-            if round_:
-                for kind, values in timer.durations().items():
-                    samples.setdefault(kind, []).extend(values)
-    return {kind: statistics.median(v) for kind, v in sorted(samples.items())}
+            calls = []
+
+            def observe(call, timer=timer, calls=calls) -> None:
+                calls.append(call)
+                timer(call)
+
+            generate(spec, bundle, prompt, new_bytes, sampler(), observe)
+            if not round_:
+                continue
+            for call, (*_, t0), (*_, t1) in zip(calls, timer.marks, timer.marks[1:]):
+                if call.role != "prefill":
+                    samples.setdefault(call_kind(call.component, call.positions), []).append(
+                        t1 - t0 - roofline.call(call).bound_s)
+    return {kind: max(0.0, statistics.median(v)) for kind, v in sorted(samples.items())}
 
 
-def measure_profile(config: BLTConfig, dtype: str | torch.dtype, device: str = "cpu", working_set_gb: float = 1.0,
-                    repeats: int = 3, progress=None) -> DeviceProfile:
-    """Everything the roofline needs for this model's shapes on this device, in this dtype. The working
-    set is the model's own weights (a decode step reads them all), capped at `working_set_gb`."""
+def default_working_set_gb() -> float:
+    """GB of distinct weights a profile streams per shape: enough that every product reads memory, not a
+    cache ($BLTBENCH_PROFILE_GB overrides it)."""
+    try:
+        value = float(os.environ.get("BLTBENCH_PROFILE_GB", "0.5"))
+    except ValueError:
+        raise BltbenchError("BLTBENCH_PROFILE_GB must be a number of GB") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise BltbenchError("BLTBENCH_PROFILE_GB must be a positive number of GB")
+    return value
+
+
+def measure_profile(bundle, device: str = "cpu", working_set_gb: float | None = None, repeats: int = 3,
+                    progress=None) -> DeviceProfile:
+    """Everything the roofline needs for this model's shapes on this device, in this dtype. Weights are
+    read from a working set of `working_set_gb` distinct copies, so they come from memory as in a decode
+    step, where every other component's weights and caches pass through the caches between two calls
+    of one component (measured: on this project's 2-core CPU the tiny model's global weights, 20 MB,
+    take 2.1x longer after 64 MB of other traffic than hot). The bundle's dtype is the profile's; its
+    weights (random ones do) serve the calibration decodes that give each call's fixed cost."""
+    from bltbench.instrumentation.roofline import Roofline
     from bltbench.instrumentation.bench import GemvReference
-    from bltbench.instrumentation.params import component_params
 
-    torch_dtype = parse_dtype(dtype)
+    config = bundle.config
+    torch_dtype = next((bundle.blt or bundle.blt_d).parameters()).dtype
     say = progress or (lambda message: None)
-    dense = sum(component_params(config).per_call.values()) * torch_dtype.itemsize
-    working_set = min(max(dense, 16e6), working_set_gb * GB)
+    working_set = (working_set_gb or default_working_set_gb()) * GB
     with torch.inference_mode():
         say("memory bandwidth")
         copy = measure_copy(torch_dtype, device, max(working_set, 64e6) / GB)
@@ -259,12 +280,13 @@ def measure_profile(config: BLTConfig, dtype: str | torch.dtype, device: str = "
         matmul = measure_matrices(model_shapes(config), torch_dtype, device, working_set, repeats)
         say("attention over a cache")
         kv = measure_kv(config, torch_dtype, device, working_set)
-        say("the fixed cost of a call")
-        calls = measure_call_costs(config, torch_dtype, device, repeats=repeats)
     env = environment(device, torch_dtype)
-    return DeviceProfile(env["device"], env["device_name"], dtype_name(torch_dtype), torch.get_num_threads(),
-                         torch.__version__, shape_signature(config), copy, gemv, kv, matmul, calls,
-                         time.strftime("%Y-%m-%dT%H:%M:%S"), {"working_set_gb": working_set / GB, "steps": "eager"})
+    profile = DeviceProfile(env["device"], env["device_name"], dtype_name(torch_dtype), torch.get_num_threads(),
+                            torch.__version__, shape_signature(config), copy, gemv, kv, matmul, {},
+                            time.strftime("%Y-%m-%dT%H:%M:%S"), {"working_set_gb": working_set / GB, "steps": "eager"})
+    say("the fixed cost of a call")
+    profile.call_s = measure_call_costs(bundle, Roofline(config, profile, torch_dtype), device, repeats=repeats)
+    return profile
 
 
 # -- the cache -----------------------------------------------------------------------------------
@@ -279,10 +301,11 @@ def cache_path(config: BLTConfig, dtype: torch.dtype, device: str) -> Path:
     return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
-def profile_for(config: BLTConfig, dtype: torch.dtype, device: str, path: str | Path | None = None,
-                progress=None) -> DeviceProfile:
-    """The profile a run prices with: the file given, else this machine's cached one for these shapes,
-    dtype and threads, measured now (and cached) if there is none."""
+def profile_for(bundle, device: str, path: str | Path | None = None, progress=None) -> DeviceProfile:
+    """The profile a run prices with: the file given, else this machine's cached one for the bundle's
+    shapes, dtype and threads, measured now on the bundle (and cached) if there is none."""
+    config = bundle.config
+    dtype = next((bundle.blt or bundle.blt_d).parameters()).dtype
     if path is not None:
         profile = DeviceProfile.read(path)
         check_matches(profile, config, dtype)
@@ -293,7 +316,7 @@ def profile_for(config: BLTConfig, dtype: torch.dtype, device: str, path: str | 
             return DeviceProfile.read(cached)
         except BltbenchError:
             pass  # a damaged cache entry is measured again
-    profile = measure_profile(config, dtype, device, progress=progress)
+    profile = measure_profile(bundle, device, progress=progress)
     profile.write(cached)
     return profile
 

@@ -89,7 +89,7 @@ def _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, c
     env = environment(device, dtype)
     roofline = None
     if device_profile != "off":  # measured at this run's threads and dtype (cached per machine), or a file
-        profile = profile_for(bundle.config, dtype, device, device_profile)
+        profile = profile_for(bundle, device, device_profile)
         roofline = Roofline(bundle.config, profile, dtype)
         env["device_profile"] = profile.to_json()
     labels = {spec.label: spec for spec in suite.methods}
