@@ -134,7 +134,7 @@ def _device_profile_cache(tmp_path_factory):
 
     before = {k: os.environ.get(k) for k in ("BLTBENCH_CACHE", "BLTBENCH_PROFILE_GB")}
     os.environ["BLTBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    os.environ["BLTBENCH_PROFILE_GB"] = "0.03"
+    os.environ["BLTBENCH_PROFILE_GB"] = "0.01"
     yield
     for key, value in before.items():
         if value is None:

@@ -197,3 +197,36 @@ def _report_warns_when_the_load_exceeded_the_threads(tmp_path):
     assert '<p class="warning">Warning: the machine' in section
     path.unlink()
     assert timing_warnings(load_run(tmp_path / "run"))[0].startswith("No environment was recorded")
+
+
+def test_check_guards_decode_time_only_against_the_same_device_profile(tmp_path):
+    """--decode-tolerance: a slower decode fails it; a baseline from another device profile, or none, is
+    said to be incomparable; bad tolerances are errors."""
+    profile = {"device": "cpu", "device_name": "X", "dtype": "float32", "threads": 1, "model": "abc"}
+
+    def run_folder(name: str, ms: float, profile: dict | None) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"method": "blt", "task": "t", "kind": "generation", "bytes": 100, "gb_per_byte": 1.0,
+                 "exact_match": None, "ms_per_byte": ms},
+                {"method": "blt", "task": "u", "kind": "generation", "bytes": 300, "gb_per_byte": 1.0,
+                 "exact_match": None, "ms_per_byte": ms / 2}]
+        (folder / "summary.json").write_text(json.dumps(rows))
+        (folder / "environment.json").write_text(json.dumps([{"device_profile": profile}]))
+        return folder
+
+    base = run_folder("base", 4.0, profile)  # byte-weighted: (100 x 4 + 300 x 2) / 400 = 2.5 ms
+    slower = run_folder("slower", 4.8, profile)  # 3.0 ms: +20%
+    assert check(slower, base / "summary.json") == []  # off by default
+    problems = check(slower, base / "summary.json", decode_tolerance=0.1)
+    assert len(problems) == 1 and "decode time per byte rose to 3 ms from 2.5 ms (+20.0%" in problems[0]
+    assert check(slower, base, decode_tolerance=0.25) == []
+    other = run_folder("other", 4.0, {**profile, "threads": 2})
+    assert "different device profiles (threads 2 vs 1)" in check(other, base, decode_tolerance=0.1)[0]
+    none = run_folder("none", 4.0, None)
+    assert "need a device profile" in check(none, base, decode_tolerance=0.1)[0]
+    for bad in (float("nan"), float("inf"), -0.1):
+        with pytest.raises(BltbenchError, match="finite number"):
+            check(slower, base, tolerance=bad)
+        with pytest.raises(BltbenchError, match="finite number"):
+            check(slower, base, decode_tolerance=bad)

@@ -10,7 +10,7 @@ import pytest
 
 from bltbench.decoding.clock import PhaseClock
 from bltbench.model.ids import encode_prompt
-from conftest import decode
+from conftest import decode, run_cli
 
 PROMPT = encode_prompt(b"A prompt long enough that its prefill is a real share of the work. " * 3)
 METHODS = ["blt", "blt-s-4", "blt-d-4", "blt-dv-4"]
@@ -164,3 +164,18 @@ def test_bench_decode_interleaves_modes_per_length(micro, monkeypatch):
     rows = bench.decode_benchmark(micro, [6, 8], b"a prompt", modes=("eager", "recompute"), repeats=2)
     assert order == [("eager", 6), ("recompute", 6)] * 2 + [("eager", 8), ("recompute", 8)] * 2
     assert [r.new_bytes for r in rows] == [6, 8] and all(r.same_output for r in rows)
+
+
+@pytest.mark.parametrize("command", [
+    ["compare", "--model", "random:tiny", "--threads", "0"],
+    ["compare", "--model", "random:tiny", "--repeats", "0"],
+    ["run", "--threads", "0"],
+    ["run", "--repeats", "0"],
+    ["bench", "roofline", "--preset", "tiny", "--repeats", "0"],
+    ["bench", "device", "--threads", "0"],
+    ["bench", "device", "--repeats", "0"],
+    ["check", "x", "--baseline", "y", "--tolerance", "nan"],
+])
+def test_bad_timing_options_are_one_error_line(capsys, command):
+    code, out, err = run_cli(capsys, *command)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err

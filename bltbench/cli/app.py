@@ -470,13 +470,14 @@ def check_cmd(
     run: Path = typer.Argument(..., help="A run folder (or its summary.json)."),
     baseline: Path = typer.Option(..., "--baseline"),
     tolerance: float = typer.Option(0.02, "--tolerance"),
+    decode_tolerance: Optional[float] = typer.Option(
+        None, "--decode-tolerance", help="Also fail when decode ms per byte rose beyond this (only against a baseline "
+        "measured with the same device profile; off by default, timings move across machines)."),
 ) -> None:
     """Fail when any method's bandwidth per byte rose beyond tolerance or a lossless method lost exactness."""
     from bltbench.reporting.check import check
 
-    if tolerance < 0:
-        raise BltbenchError(f"--tolerance must be >= 0, got {tolerance}")
-    problems = check(run, baseline, tolerance)
+    problems = check(run, baseline, tolerance, decode_tolerance)
     if problems:
         for p in problems:
             typer.echo(f"check failed: {p}", err=True)
@@ -707,12 +708,15 @@ def bench_roofline(
     names = tuple(m.strip() for m in methods.split(",") if m.strip())
     if not names:
         raise BltbenchError("--methods names no method")
+    from bltbench.decoding.methods import parse_method
+
+    weights = {parse_method(name).runs_on for name in names}
     torch_dtype = parse_dtype(dtype)
     n_threads = _threads(threads)
     dev = _device(device)
     console = _console()
     with console.status(f"building random {preset_name} ({dtype}, {hash_buckets} hash buckets)"):
-        bundle = _load(f"random:{preset_name}", dev, dtype, hash_buckets)
+        bundle = _load(f"random:{preset_name}", dev, dtype, hash_buckets, weights)
     with console.status("device profile") as status:
         profile = profile_for(bundle, dev, device_profile, lambda m: status.update(f"device profile: {m}"))
     with console.status("timing"):

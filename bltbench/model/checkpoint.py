@@ -121,7 +121,9 @@ def _parse_random(spec: str, **options) -> ModelBundle:
 def _built(factory: Callable[[], nn.Module], state: dict[str, torch.Tensor], source: str,
            dtype: torch.dtype) -> nn.Module:
     """A module allocated once in `dtype` (no fp32 copy first) and filled from a checkpoint's state."""
-    module = materialise(on_meta(factory, dtype), "cpu")
+    meta = on_meta(factory, dtype)
+    ensure_fits(source, [meta], "cpu")
+    module = materialise(meta, "cpu")
     load_state(module, state, source)
     return module.eval()
 
