@@ -35,10 +35,8 @@ def test_bltbench_folder_roundtrip(tmp_path, micro):
     assert torch.allclose(logits(load_model(str(tmp_path / "bf16"))), logits(micro), atol=0.2)
 
 
-def test_official_folder_loads(tmp_path, micro):
-    c = micro.config
-    torch.save({"model": micro.blt.state_dict()}, tmp_path / "consolidated.pth")
-    params = {
+def _official_params(c) -> dict:
+    return {
         "model": {
             "dim_global": c.d_global, "n_layers_global": c.n_layers_global, "n_heads_global": c.n_heads_global,
             "dim_local_encoder": c.d_local, "dim_local_decoder": c.d_local,
@@ -52,16 +50,82 @@ def test_official_folder_loads(tmp_path, micro):
         },
         "data": {"patcher_args": {"threshold": c.patching.threshold, "max_patch_length": c.patching.max_patch_length}},
     }
-    (tmp_path / "params.json").write_text(json.dumps(params))
-    (tmp_path / "entropy_model").mkdir()
-    torch.save({"model": micro.entropy.state_dict()}, tmp_path / "entropy_model" / "consolidated.pth")
-    e = c.entropy
-    (tmp_path / "entropy_model" / "params.json").write_text(json.dumps(
-        {"entropy_model": {"dim": e.dim, "n_layers": e.n_layers, "n_heads": e.n_heads, "sliding_window": e.window,
-                           "ffn_dim_multiplier": 1.0, "max_seqlen": 8192, "vocab_size": 260}}))
+
+
+def _entropy_args(e, **extra) -> dict:
+    return {"dim": e.dim, "n_layers": e.n_layers, "n_heads": e.n_heads, "sliding_window": e.window,
+            "ffn_dim_multiplier": 1.0, "max_seqlen": 8192, "vocab_size": 260, **extra}
+
+
+def _write_official(folder, micro, entropy_folder, entropy_file="consolidated.pth", **entropy_extra):
+    """An official checkpoint as the facebook/blt download lays it out: consolidated.pth + params.json,
+    and an entropy model folder (inside it or beside it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": micro.blt.state_dict()}, folder / "consolidated.pth")
+    (folder / "params.json").write_text(json.dumps(_official_params(micro.config)))
+    path = entropy_folder / entropy_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": micro.entropy.state_dict()}, path)
+    (entropy_folder / "params.json").write_text(json.dumps(
+        {"entropy_model": _entropy_args(micro.config.entropy, **entropy_extra)}))
+
+
+@pytest.fixture
+def micro_512(micro):
+    """The micro bundle with the entropy window the official loader always applies (512)."""
+    import dataclasses
+
+    from bltbench.model.entropy import EntropyModel
+
+    config = dataclasses.replace(micro.config.entropy, window=512)
+    entropy = EntropyModel(config)
+    entropy.load_state_dict(micro.entropy.state_dict())
+    return dataclasses.replace(micro, config=dataclasses.replace(micro.config, entropy=config), entropy=entropy.eval())
+
+
+def test_official_folder_loads(tmp_path, micro, micro_512):
+    _write_official(tmp_path, micro, tmp_path / "entropy_model")
     loaded = load_model(str(tmp_path))
-    assert loaded.format == "official"
+    assert loaded.format == "official" and loaded.config.entropy.window == 512
+    assert torch.equal(logits(loaded), logits(micro_512))
+
+
+def test_official_layouts_load_the_same_weights(tmp_path, micro, micro_512):
+    """The facebook/blt download (blt_1b/ beside entropy_model/), the patcher's preferred
+    entropy_model/consolidated/consolidated.pth, and Hub folders written by the official save_pretrained
+    (model.safetensors + config.json {"args": ...}, blt-1b/ beside blt-entropy/): the same logits."""
+    from safetensors.torch import save_file
+
+    expected = logits(micro_512)
+    _write_official(tmp_path / "hf-weights" / "blt_1b", micro, tmp_path / "hf-weights" / "entropy_model")
+    download = load_model(str(tmp_path / "hf-weights" / "blt_1b"))
+    assert download.entropy is not None and torch.equal(logits(download), expected)
+    _write_official(tmp_path / "nested", micro, tmp_path / "nested" / "entropy_model", "consolidated/consolidated.pth")
+    assert torch.equal(logits(load_model(str(tmp_path / "nested"))), expected)
+    hub, entropy_hub = tmp_path / "hub" / "blt-1b", tmp_path / "hub" / "blt-entropy"
+    hub.mkdir(parents=True)
+    entropy_hub.mkdir()
+    params = _official_params(micro.config)
+    save_file({k: v.contiguous() for k, v in micro.blt.state_dict().items()}, str(hub / "model.safetensors"))
+    (hub / "config.json").write_text(json.dumps({"args": params["model"]}))
+    (hub / "train_args.json").write_text(json.dumps(params))
+    save_file({k: v.contiguous() for k, v in micro.entropy.state_dict().items()}, str(entropy_hub / "model.safetensors"))
+    (entropy_hub / "config.json").write_text(json.dumps({"args": _entropy_args(micro.config.entropy)}))
+    loaded = load_model(str(hub))
+    assert loaded.format == "official" and loaded.entropy is not None
+    assert loaded.config.entropy.window == micro.config.entropy.window  # from_pretrained reads every argument
     assert torch.equal(logits(loaded), logits(micro))
+
+
+def test_official_entropy_params_are_read_as_the_official_loader_reads_them(tmp_path, micro, micro_512):
+    """load_entropy_model reads dim, layers, heads and the FFN multiplier only: a rope_theta, norm_eps,
+    multiple_of or window in params.json changes nothing there, so it changes nothing here."""
+    _write_official(tmp_path, micro, tmp_path / "entropy_model", rope_theta=123.0, norm_eps=0.5, multiple_of=1024,
+                    sliding_window=7)
+    loaded = load_model(str(tmp_path))
+    e = loaded.config.entropy
+    assert (e.rope_theta, e.norm_eps, e.window) == (10000.0, 1e-5, 512)
+    assert torch.equal(logits(loaded), logits(micro_512))
 
 
 def test_missing_component_is_named(tmp_path, micro):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bltbench.errors import BltbenchError
+from bltbench.model.config import BLTConfig
 from bltbench.model.hashing import HASH_PRIMES, HashEmbeddings, ngram_buckets, power_matrix
+from bltbench.model.ids import BOE
 
 MASK64 = (1 << 64) - 1
 
@@ -67,3 +71,20 @@ def test_embedding_sums_one_row_per_size():
         expected += table.weight[rows]
     assert torch.allclose(emb(ids), expected)
     assert [name for name, _ in emb.named_parameters()] == [f"{i}.weight" for i in range(6)]
+
+
+def test_all_eleven_hash_functions_equal_the_official_ones():
+    """Fixtures the official byte_group_hash_function produced for hash functions 0-10 and n-grams 3-8
+    (it pads with id 0, which is BOE here)."""
+    import json
+    from pathlib import Path
+
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "official_hashes.json").read_text())
+    assert BOE == 0
+    emb = HashEmbeddings(SIZES, fixture["buckets"], 11, 4)
+    got = ngram_buckets(torch.tensor([fixture["ids"]]), emb.powers, fixture["buckets"])[0]
+    for col, (n, prime) in enumerate(emb.specs):
+        f = HASH_PRIMES.index(prime)
+        assert got[:, col].tolist() == fixture["hashes"][f"{f}:{n}"], (f, n)
+    with pytest.raises(BltbenchError, match="1 to 11"):
+        BLTConfig(hash_functions=12).validate()

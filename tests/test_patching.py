@@ -43,8 +43,28 @@ def test_global_and_monotonic_rules():
     # H_i > 2 at i = 2, 3, 4 -> bytes 3, 4, 5 open patches (plus positions 0 and 1)
     assert patch_starts(glob, h, 6) == [True, True, False, True, True, True, False]
     mono = PatchingConfig(threshold=1.5, max_patch_length=None, monotonic=True)
-    # H_i - H_{i-1} > 1.5 only at i = 2 (3.0 - 1.0)
-    assert patch_starts(mono, h, 6) == [True, True, False, True, False, False, False]
+    # byte 2 always (the official monotonic mask starts True); then H_i - H_{i-1} > 1.5 only at i = 2
+    assert patch_starts(mono, h, 6) == [True, True, True, True, False, False, False]
+    both = PatchingConfig(threshold=2.0, max_patch_length=None, threshold_add=0.05)
+    # byte 2 always, byte 3 never; then H_i - H_{i-1} > 0.05 and H_i > 2 at i = 4 (2.6 after 2.5)
+    assert patch_starts(both, h, 6) == [True, True, True, False, False, True, False]
+
+
+def test_patch_starts_equal_the_official_patchers():
+    """Fixtures the official find_entropy_patch_start_ids produced (global, monotonic, and global and
+    monotonic with threshold_add) on random entropies: per-row and batched rules give the same starts."""
+    import json
+    from pathlib import Path
+
+    cases = json.loads((Path(__file__).parent / "fixtures" / "official_patch_starts.json").read_text())["cases"]
+    assert {c["rule"] for c in cases} == {"global", "monotonic", "global_and_monotonic"}
+    for case in cases:
+        config = PatchingConfig(threshold=case["threshold"], max_patch_length=None,
+                                monotonic=case["rule"] == "monotonic", threshold_add=case["threshold_add"])
+        h = case["entropies"]
+        flags = patch_starts(config, h, len(h))
+        assert [p for p, f in enumerate(flags) if f] == case["starts"], case["rule"]
+        assert batch_patch_flags(config, np.array([h])).tolist() == [flags]
 
 
 def test_max_length_splits_and_static_mode():
@@ -62,15 +82,16 @@ def test_max_length_splits_and_static_mode():
     monotonic=st.booleans(),
     static=st.booleans(),
     static_length=st.integers(1, 5),
+    threshold_add=st.one_of(st.none(), st.sampled_from([0.0, 0.5])),
 )
-def test_batch_flags_equal_the_per_row_rule(shape, data, theta, max_len, monotonic, static, static_length):
+def test_batch_flags_equal_the_per_row_rule(shape, data, theta, max_len, monotonic, static, static_length, threshold_add):
     """The batched rule training uses is the per-row rule decoding uses, on every row and length (0 too);
     the values include entropies equal to the threshold, where a strict comparison must stay strict."""
     values = st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 3.25, 5.0])
     rows = data.draw(st.lists(st.lists(values, min_size=shape[1], max_size=shape[1]), min_size=shape[0], max_size=shape[0]))
     config = PatchingConfig(
         mode="static" if static else "entropy", threshold=theta, monotonic=monotonic,
-        max_patch_length=max_len, static_length=static_length,
+        max_patch_length=max_len, static_length=static_length, threshold_add=threshold_add,
     )
     flags = batch_patch_flags(config, np.array(rows, dtype=np.float32).reshape(shape))
     assert flags.shape == (shape[0], shape[1] + 1)

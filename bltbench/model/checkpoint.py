@@ -1,8 +1,9 @@
 """Loading and saving model bundles in the three folder formats, detected from the folder.
 
 - bltbench: `bltbench.json` (config + component files) and 16/32-bit safetensors per component.
-- official BLT: `consolidated.pth` holding {"model": state_dict} + `params.json` (train args),
-  the entropy model in `entropy_model/` laid out the same way.
+- official BLT: `consolidated.pth` holding {"model": state_dict} + `params.json` (train args), or the
+  official `save_pretrained` output (`model.safetensors` + `config.json` {"args": ...}); the entropy
+  model inside it or beside it (`entropy_model/`, `blt-entropy/`), laid out either way.
 - transformers: `BltForCausalLM.save_pretrained` output (`config.json` with model_type "blt").
 Plus `random:PRESET[:SEED]` for deterministic random weights, and bundled model names.
 """
@@ -287,8 +288,32 @@ def official_ffn(dim: int, multiple_of: int = 256, multiplier: float | None = No
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
 
 
-def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | None) -> BLTConfig:
-    """Translate official train args (params.json) into a BLTConfig."""
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def entropy_config_official(args: dict[str, Any], as_written: bool) -> EntropyModelConfig:
+    """The entropy model's config as the official code builds it. From a consolidated checkpoint's
+    params.json (`load_entropy_model`), only dim, layers, heads and the FFN multiplier are read: the
+    window is always 512 and RoPE theta, norm eps and multiple_of keep their defaults (10000, 1e-5,
+    256), whatever the file says. From a Hub folder's config.json (`from_pretrained`), every argument
+    is read as written (`as_written`)."""
+    read = args.get if as_written else (lambda key, default=None: default)
+    dim = args["dim"]
+    return EntropyModelConfig(
+        dim=dim,
+        n_layers=args["n_layers"],
+        n_heads=args["n_heads"],
+        ffn_dim=official_ffn(dim, read("multiple_of", 256) or 256, args.get("ffn_dim_multiplier")),
+        window=read("sliding_window", 512) or 512,
+        rope_theta=float(read("rope_theta", 10000.0)),
+        norm_eps=float(read("norm_eps", 1e-5)),
+    )
+
+
+def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | None, as_written: bool = False) -> BLTConfig:
+    """Translate official train args (params.json) into a BLTConfig; `as_written` says how the entropy
+    model's arguments are read (see `entropy_config_official`)."""
     model = args.get("model")
     if not isinstance(model, dict):
         raise BltbenchError("official params.json has no 'model' section")
@@ -312,21 +337,11 @@ def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | No
             mode=mode,
             threshold=float(patcher.get("threshold", model.get("patching_threshold") or 1.335442066192627)),
             monotonic=bool(patcher.get("monotonicity", model.get("monotonicity", False))),
+            threshold_add=_optional_float(patcher.get("threshold_add", model.get("patching_threshold_add"))),
             max_patch_length=patcher.get("max_patch_length", model.get("max_patch_length")),
             static_length=int(patcher.get("patch_size", model.get("patch_size") or 4)),
         )
-        entropy = EntropyModelConfig()
-        if entropy_args is not None:
-            edim = entropy_args["dim"]
-            entropy = EntropyModelConfig(
-                dim=edim,
-                n_layers=entropy_args["n_layers"],
-                n_heads=entropy_args["n_heads"],
-                ffn_dim=official_ffn(edim, entropy_args.get("multiple_of", 256), entropy_args.get("ffn_dim_multiplier")),
-                window=entropy_args.get("sliding_window", 512),
-                rope_theta=float(entropy_args.get("rope_theta", 10000.0)),
-                norm_eps=float(entropy_args.get("norm_eps", 1e-5)),
-            )
+        entropy = EntropyModelConfig() if entropy_args is None else entropy_config_official(entropy_args, as_written)
         config = BLTConfig(
             d_local=d_local,
             n_heads_local=model["n_heads_local_encoder"],
@@ -354,20 +369,65 @@ def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | No
     return config
 
 
+ENTROPY_FOLDERS = ("entropy_model", "blt-entropy", "blt_entropy")
+
+
+def _entropy_folder(folder: Path) -> Path | None:
+    """Where an official checkpoint's entropy model lives: inside it (`entropy_model/`), or beside it, as
+    the facebook/blt download lays it out (`hf-weights/blt_1b` next to `hf-weights/entropy_model`) and
+    as Hub snapshots of facebook/blt-1b and facebook/blt-entropy sit side by side."""
+    for base in (folder, folder.parent):
+        for name in ENTROPY_FOLDERS:
+            candidate = base / name
+            if candidate.is_dir() and candidate.resolve() != folder.resolve():
+                return candidate
+    return None
+
+
+def _read_official_entropy(folder: Path | None) -> tuple[dict | None, bool, dict | None, str]:
+    """(entropy args, read as written, state, source) of an official entropy folder, in any of its
+    layouts: consolidated.pth (or consolidated/consolidated.pth, which the official patcher prefers)
+    with params.json, or a Hub folder's model.safetensors with config.json {"args": ...}."""
+    if folder is None:
+        return None, False, None, ""
+    if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
+        args = _read_json(folder / "config.json").get("args")
+        if not isinstance(args, dict):
+            raise BltbenchError(f"{folder / 'config.json'} has no 'args' object (the official save_pretrained writes one)")
+        state = _read_safetensors(folder / "model.safetensors")
+        return args, True, state, str(folder / "model.safetensors")
+    if not (folder / "params.json").exists():
+        return None, False, None, ""
+    args = _read_json(folder / "params.json").get("entropy_model")
+    for path in (folder / "consolidated" / "consolidated.pth", folder / "consolidated.pth"):
+        if path.exists() and isinstance(args, dict):
+            return args, False, _read_torch(path), str(path)
+    return None, False, None, ""
+
+
 def _load_official(folder: Path, dtype: torch.dtype) -> ModelBundle:
-    args = _read_json(folder / "params.json")
-    entropy_dir = folder / "entropy_model"
-    entropy_args = None
-    if (entropy_dir / "params.json").exists():
-        entropy_args = _read_json(entropy_dir / "params.json").get("entropy_model")
-    config = config_from_official(args, entropy_args)
-    blt = _built(lambda: ByteLatentTransformer(config), _read_torch(folder / "consolidated.pth"),
-                 str(folder / "consolidated.pth"), dtype)
+    """An official checkpoint: consolidated.pth + params.json (the facebook/blt download), or a Hub
+    folder written by the official save_pretrained (model.safetensors + config.json {"args": ...},
+    train_args.json holding params.json)."""
+    if (folder / "consolidated.pth").exists():
+        args = _read_json(folder / "params.json")
+        weights_path = folder / "consolidated.pth"
+        state = _read_torch(weights_path)
+    else:
+        model_args = _read_json(folder / "config.json").get("args")
+        if not isinstance(model_args, dict):
+            raise BltbenchError(f"{folder / 'config.json'} has no 'args' object (the official save_pretrained writes one)")
+        args = _read_json(folder / "train_args.json") if (folder / "train_args.json").exists() else {}
+        args = {**args, "model": model_args}
+        weights_path = folder / "model.safetensors"
+        state = _read_safetensors(weights_path)
+    entropy_args, as_written, entropy_state, entropy_source = _read_official_entropy(_entropy_folder(folder))
+    config = config_from_official(args, entropy_args, as_written)
+    blt = _built(lambda: ByteLatentTransformer(config), state, str(weights_path), dtype)
     entropy = None
-    if entropy_args is not None and (entropy_dir / "consolidated.pth").exists():
-        state = _read_torch(entropy_dir / "consolidated.pth")
-        state = {k: v for k, v in state.items() if not k.endswith("freqs_cis")}
-        entropy = _built(lambda: EntropyModel(config.entropy), state, str(entropy_dir / "consolidated.pth"), dtype)
+    if entropy_state is not None:
+        entropy_state = {k: v for k, v in entropy_state.items() if not k.endswith("freqs_cis")}
+        entropy = _built(lambda: EntropyModel(config.entropy), entropy_state, entropy_source, dtype)
     return ModelBundle(config, blt, entropy, str(folder), "official")
 
 
@@ -520,9 +580,14 @@ def load_model(spec: str, device: str = "cpu", dtype: str | torch.dtype | None =
     elif (folder / "consolidated.pth").exists() and (folder / "params.json").exists():
         bundle = _load_official(folder, torch_dtype)
     elif (folder / "config.json").exists():
-        if _read_json(folder / "config.json").get("model_type") != "blt":
-            raise BltbenchError(f"{folder}/config.json is not a transformers BLT config (model_type 'blt')")
-        bundle = _load_hf(folder, torch_dtype)
+        hf_config = _read_json(folder / "config.json")
+        if hf_config.get("model_type") == "blt":
+            bundle = _load_hf(folder, torch_dtype)
+        elif isinstance(hf_config.get("args"), dict) and (folder / "model.safetensors").exists():
+            bundle = _load_official(folder, torch_dtype)  # the official save_pretrained (Hub facebook/blt-1b)
+        else:
+            raise BltbenchError(f"{folder}/config.json is neither a transformers BLT config (model_type 'blt') "
+                                "nor an official one ({'args': ...} beside model.safetensors)")
     else:
         raise BltbenchError(
             f"{folder} is not a model folder: expected {MANIFEST} (bltbench), consolidated.pth + params.json "

@@ -43,6 +43,7 @@ class PatchingConfig:
     mode: str = "entropy"  # "entropy" or "static"
     threshold: float = OFFICIAL_THRESHOLD
     monotonic: bool = False
+    threshold_add: float | None = None  # the official "global and monotonic" rule (unless monotonic)
     max_patch_length: int | None = 8
     static_length: int = 4
 
@@ -115,6 +116,8 @@ class BLTConfig:
             raise BltbenchError(f"cross_attn_k must be at least 1, got {self.cross_attn_k}")
         if self.hash_buckets < 1 or any(n < 1 for n in self.hash_sizes):
             raise BltbenchError("hash sizes and bucket counts must be positive")
+        if not 1 <= self.hash_functions <= 11:
+            raise BltbenchError(f"hash_functions must be 1 to 11 (the official code's primes), got {self.hash_functions}")
         self.patching.validate()
 
     def to_dict(self) -> dict[str, Any]:

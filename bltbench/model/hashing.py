@@ -12,8 +12,9 @@ from torch import nn
 
 from bltbench.model.ids import BOE
 
-# The official code cycles through these primes, one per hash function.
-HASH_PRIMES = (1000000007, 5915587277, 1500450271, 3267000013, 5754853343, 4093082899, 9576890767)
+# The official code's primes, one per hash function (it has eleven; a twelfth function does not exist there).
+HASH_PRIMES = (1000000007, 5915587277, 1500450271, 3267000013, 5754853343, 4093082899, 9576890767, 3628273133,
+               2860486313, 5463458053, 3367900313)
 
 
 def _wrap64(x: int) -> int:
@@ -50,7 +51,7 @@ class HashEmbeddings(nn.ModuleList):
     """One embedding table per (hash function, n-gram size), in the official ModuleList order."""
 
     def __init__(self, sizes: tuple[int, ...], buckets: int, n_functions: int, dim: int) -> None:
-        specs = [(n, HASH_PRIMES[f % len(HASH_PRIMES)]) for f in range(n_functions) for n in sizes]
+        specs = [(n, HASH_PRIMES[f]) for f in range(n_functions) for n in sizes]
         super().__init__(nn.Embedding(buckets, dim) for _ in specs)
         self.specs = specs
         self.buckets = buckets

@@ -1,8 +1,11 @@
 """Entropy patching (DESIGN.md section 3).
 
-Positions 0 and 1 always start a patch. For i >= 1, byte i+1 starts a new patch when H_i > theta
-(global) or H_i - H_{i-1} > theta (monotonic), or when the patch holding byte i already has
-`max_patch_length` bytes. Static mode cuts fixed-length patches after the BOS patch.
+Positions 0 and 1 always start a patch. For i >= 1, byte i+1 starts a new patch when the patch holding
+byte i already has `max_patch_length` bytes, or by the entropy rule, as the official patcher applies
+it: global, H_i > theta; monotonic, byte 2 always and then H_i - H_{i-1} > theta; global and monotonic
+(`threshold_add`), byte 2 always, byte 3 never (the official mask excludes the position after a
+forced start) and then H_i - H_{i-1} > theta_add and H_i > theta. Static mode cuts fixed-length
+patches after the BOS patch.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ def starts_new_patch(config: PatchingConfig, i: int, entropies: Sequence[float],
     if config.mode == "static":
         return current_length >= config.static_length
     if config.monotonic:
-        return entropies[i] - entropies[i - 1] > config.threshold
+        return i == 1 or entropies[i] - entropies[i - 1] > config.threshold
+    if config.threshold_add is not None:
+        return i == 1 or (i >= 3 and entropies[i] - entropies[i - 1] > config.threshold_add
+                          and entropies[i] > config.threshold)
     return entropies[i] > config.threshold
 
 
@@ -108,7 +114,12 @@ def batch_patch_flags(config: PatchingConfig, entropies: np.ndarray) -> np.ndarr
         rule = np.zeros((n, length), dtype=bool)
     elif config.monotonic:
         rule = np.zeros((n, length), dtype=bool)
-        rule[:, 1:] = h[:, 1:] - h[:, :-1] > config.threshold
+        rule[:, 1:2] = True
+        rule[:, 2:] = h[:, 2:] - h[:, 1:-1] > config.threshold
+    elif config.threshold_add is not None:
+        rule = np.zeros((n, length), dtype=bool)
+        rule[:, 1:2] = True
+        rule[:, 3:] = (h[:, 3:] - h[:, 2:-1] > config.threshold_add) & (h[:, 3:] > config.threshold)
     else:
         rule = h > config.threshold
     limit = config.max_patch_length
