@@ -193,6 +193,13 @@ def test_compare_table_and_files(capsys, tmp_path):
     assert by_method["blt"]["nfe_per_byte_decoder"] == pytest.approx(1.0, abs=0.1)
     assert "blt-1b_gb_per_byte" in by_method["blt"]
     assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("method,")
+    # measured, roofline-predicted and paper-proxy speedups over blt, from the one cost aggregation
+    spec, base = by_method["blt-s-4"], by_method["blt"]
+    assert base["measured_speedup"] == base["roofline_speedup"] == base["proxy_speedup"] == pytest.approx(1.0)
+    assert spec["measured_speedup"] == pytest.approx(base["ms_per_byte"] / spec["ms_per_byte"])
+    assert spec["roofline_speedup"] == pytest.approx(base["predicted_ms_per_byte"] / spec["predicted_ms_per_byte"])
+    assert spec["proxy_speedup"] == pytest.approx(base["gb_per_byte"] / spec["gb_per_byte"])
+    assert 0 < spec["roofline_fraction"] < 100
 
 
 @pytest.mark.parametrize("args, fragment", [
