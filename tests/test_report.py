@@ -171,10 +171,9 @@ def test_scoring_task_records_reach_the_quality_table_only(run_dir, tmp_path):
     (run / "summary.json").write_text(json.dumps(rows))
     before, after = method_costs(load_run(run_dir)), method_costs(load_run(run))
     assert after.equals(before)
-    write_report(run, ("html", "pdf"), tmp_path / "out")
+    write_report(run, ("html",), tmp_path / "out")
     text = (tmp_path / "out" / "report.html").read_text()
     assert "arc-easy (1 records)" in text and ">acc<" in text and ">bytes_scored<" not in text
-    assert _pdf_pages((tmp_path / "out" / "report.pdf").read_bytes())[0] == len(SECTIONS) + 1  # + wall-clock tables
 
 
 def test_a_failed_render_writes_nothing(run_dir, tmp_path, monkeypatch):
@@ -278,6 +277,7 @@ def _plot_problems(chromium: str, page: Path, work: Path) -> list[str]:
     return problems
 
 
+@pytest.mark.slow  # 8-11 s each: run by `make test-slow` and by .ci/run
 def test_html_renders_in_chromium_with_every_plot_visible(chromium, rendered, tmp_path):
     assert _plot_problems(chromium, rendered / "report.html", tmp_path) == []
 
@@ -294,6 +294,7 @@ def _blank_axes_png() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+@pytest.mark.slow  # 8-11 s each: run by `make test-slow` and by .ci/run
 def test_the_screenshot_check_catches_blank_broken_and_missing_plots(chromium, rendered, tmp_path):
     """The same check on a damaged copy: an empty axis, a corrupt image and a dropped plot are caught."""
     text = (rendered / "report.html").read_text(encoding="utf-8")

@@ -172,6 +172,7 @@ def test_timing_repeats_interleave_methods_fix_threads_and_record_the_environmen
     env = json.loads((tmp_path / "run" / "environment.json").read_text())
     assert len(env) == 1 and env[0]["threads"] == 1 and env[0]["torch"] == torch.__version__
     assert env[0]["dtype"] == "float32" and "load_end" in env[0]
+    assert env[0]["device_profile"]["threads"] == 1 and env[0]["device_profile"]["dtype"] == "float32"  # at the run's threads
     for bad, fragment in [({"repeats": 0}, "timing.repeats must be a positive integer"),
                           ({"threads": "two"}, "timing.threads must be a positive integer"),
                           ({"warmup": 1}, "unknown timing fields warmup"), ([3], "timing must be a mapping")]:

@@ -210,7 +210,7 @@ class CallTimer:
 CALIBRATION_METHODS = ("blt", "blt-s-8", "blt-d-8@confidence=0")  # steps and drafts; verification; blocks
 
 
-def measure_call_costs(bundle, roofline, device: str, new_bytes: int = 32, repeats: int = 3) -> dict[str, float]:
+def measure_call_costs(bundle, roofline, device: str, new_bytes: int = 24, repeats: int = 2) -> dict[str, float]:
     """The fixed cost of a call of each component and kind (`call_kind`): the median over calibration
     decodes (blt, blt-s-8, blt-d-8 where the bundle has the weights; interleaved, after a warm-up round)
     of each call's measured time less what its bytes and FLOPs explain (`roofline` without fixed costs).
@@ -288,7 +288,7 @@ def measure_profile(bundle, device: str = "cpu", working_set_gb: float | None = 
                             torch.__version__, shape_signature(config), copy, gemv, kv, matmul, {},
                             time.strftime("%Y-%m-%dT%H:%M:%S"), {"working_set_gb": working_set / GB, "steps": "eager"})
     say("the fixed cost of a call")
-    profile.call_s = measure_call_costs(bundle, Roofline(config, profile, torch_dtype), device, repeats=repeats)
+    profile.call_s = measure_call_costs(bundle, Roofline(config, profile, torch_dtype), device, repeats=max(1, repeats - 1))
     return profile
 
 
