@@ -147,3 +147,34 @@ def test_bfloat16_one_position_steps_match_the_full_pass():
     assert len(mv_calls) > 10 * (len(ids) - 10)  # every one-position step's projections took the mv kernel
     assert (cached - full).abs().max() < 0.05 * full.abs().max()
     assert (cached.argmax(-1) == full.argmax(-1)).float().mean() > 0.9
+
+
+@torch.inference_mode()
+def test_an_entropy_context_restart_is_a_fresh_start_and_cached_steps_keep_it():
+    """The official patcher runs the entropy model on 8192-byte chunks, each with no context from the one
+    before. With a restart every 16 positions (window 24, so the window alone would reach across), the
+    entropies past each restart equal those of that chunk run alone; cached, fixed-shape and eager
+    decoding equal the full recompute."""
+    from bltbench.model.entropy import EntropyModel, entropy_nats
+
+    bundle = make_bundle(micro_config(window=24), seed=11)
+    config = dataclasses.replace(bundle.config.entropy, context_restart=16)
+    entropy = EntropyModel(config)
+    entropy.load_state_dict(bundle.entropy.state_dict())
+    restarted = dataclasses.replace(bundle, config=dataclasses.replace(bundle.config, entropy=config),
+                                    entropy=entropy.eval())
+    ids = torch.tensor([encode_prompt(TEXT[:47])])
+    whole = entropy_nats(entropy(ids)[0])
+    for start in (0, 16, 32):
+        alone = entropy_nats(bundle.entropy(ids[:, start : start + 16])[0])
+        torch.testing.assert_close(whole[start : start + 16], alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(whole[16:32], entropy_nats(bundle.entropy(ids)[0])[16:32], atol=1e-3)
+    cache, stepped = entropy.new_cache(64), []
+    for i in range(ids.shape[1]):
+        stepped.append(entropy_nats(entropy(ids[:, i : i + 1], cache)[0]))
+    torch.testing.assert_close(torch.cat(stepped), whole, atol=1e-5, rtol=1e-5)
+    prompt = encode_prompt(TEXT[:20])
+    sampler = lambda: Sampler(SamplingConfig(suppress_eos=True))  # noqa: E731
+    reference = decode(restarted, "blt", prompt, 30, sampler(), recompute=True).output_ids
+    for steps in ("eager", "fixed"):
+        assert decode(restarted, "blt", prompt, 30, sampler(), steps=steps).output_ids == reference, steps

@@ -124,7 +124,7 @@ def test_official_entropy_params_are_read_as_the_official_loader_reads_them(tmp_
                     sliding_window=7)
     loaded = load_model(str(tmp_path))
     e = loaded.config.entropy
-    assert (e.rope_theta, e.norm_eps, e.window) == (10000.0, 1e-5, 512)
+    assert (e.rope_theta, e.norm_eps, e.window, e.context_restart) == (10000.0, 1e-5, 512, 8192)
     assert torch.equal(logits(loaded), logits(micro_512))
 
 

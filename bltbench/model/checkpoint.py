@@ -288,6 +288,9 @@ def official_ffn(dim: int, multiple_of: int = 256, multiplier: float | None = No
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
 
 
+OFFICIAL_ENTROPY_CHUNK = 8192  # calculate_entropies: the entropy model sees the sequence in chunks this long
+
+
 def _optional_float(value) -> float | None:
     return None if value is None else float(value)
 
@@ -297,7 +300,8 @@ def entropy_config_official(args: dict[str, Any], as_written: bool) -> EntropyMo
     params.json (`load_entropy_model`), only dim, layers, heads and the FFN multiplier are read: the
     window is always 512 and RoPE theta, norm eps and multiple_of keep their defaults (10000, 1e-5,
     256), whatever the file says. From a Hub folder's config.json (`from_pretrained`), every argument
-    is read as written (`as_written`)."""
+    is read as written (`as_written`). Either way the official patcher computes entropies over
+    8192-byte chunks, each with no context from the one before (`context_restart`)."""
     read = args.get if as_written else (lambda key, default=None: default)
     dim = args["dim"]
     return EntropyModelConfig(
@@ -308,6 +312,7 @@ def entropy_config_official(args: dict[str, Any], as_written: bool) -> EntropyMo
         window=read("sliding_window", 512) or 512,
         rope_theta=float(read("rope_theta", 10000.0)),
         norm_eps=float(read("norm_eps", 1e-5)),
+        context_restart=OFFICIAL_ENTROPY_CHUNK,
     )
 
 

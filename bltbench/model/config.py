@@ -30,6 +30,7 @@ class EntropyModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     vocab_size: int = VOCAB_SIZE
+    context_restart: int | None = None  # the official patcher runs the entropy model on 8192-byte chunks
 
     @property
     def hidden_ffn(self) -> int:

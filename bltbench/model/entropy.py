@@ -38,6 +38,7 @@ class EntropyModel(nn.Module):
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits for `ids` [B, T]; with a cache, `ids` continue the cached positions."""
         start = cache.length if cache is not None else 0
-        plan = causal_plan(self.rope, start, ids.shape[1], self.config.window, ids.device)
+        c = self.config
+        plan = causal_plan(self.rope, start, ids.shape[1], c.window, ids.device, c.context_restart)
         h = run_blocks(self.layers, plan, self.tok_embeddings(ids), cache)
         return self.output(self.norm(h))

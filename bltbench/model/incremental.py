@@ -87,7 +87,7 @@ class StepFunctions:
         s = self.s
         m = s.entropy_model
         x = ids.index_select(1, pos + s.hash_context)
-        plan = fixed_plan(s.rope_tables["entropy"], pos, m.config.window)
+        plan = fixed_plan(s.rope_tables["entropy"], pos, m.config.window, m.config.context_restart)
         h = run_blocks(m.layers, plan, m.tok_embeddings(x), s.ent_cache)
         return entropy_nats(m.output(m.norm(h))[0])
 

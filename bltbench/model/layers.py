@@ -196,12 +196,16 @@ def attention(q, k, v, bias: torch.Tensor | None) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask_to_bias(bias, q.dtype))
 
 
-def windowed_causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
-    """True where the query at position i may see the key at position j: j <= i and i - j < window."""
+def windowed_causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None,
+                         restart: int | None = None) -> torch.Tensor:
+    """True where the query at position i may see the key at position j: j <= i and i - j < window, and,
+    with a context `restart` every R positions, j in i's chunk (floor(j / R) == floor(i / R))."""
     diff = q_pos[:, None] - k_pos[None, :]
     mask = diff >= 0
     if window is not None:
         mask &= diff < window
+    if restart is not None:
+        mask &= (q_pos[:, None] // restart) == (k_pos[None, :] // restart)
     return mask
 
 
@@ -219,31 +223,35 @@ class AttentionPlan:
     k_end: int | None = None
 
 
-def causal_plan(rope: Rotary, start: int, t: int, window: int | None, device) -> AttentionPlan:
+def causal_plan(rope: Rotary, start: int, t: int, window: int | None, device, restart: int | None = None) -> AttentionPlan:
     """Queries at [start, start + t) that read the cache's live span (eager calls)."""
-    k_start, mask = causal_span(start, t, window, device)
+    k_start, mask = causal_span(start, t, window, device, restart)
     return AttentionPlan(rope.span(start, t, device), k_start, mask, start, start + t)
 
 
-def causal_span(start: int, t: int, window: int | None, device) -> tuple[int, torch.Tensor | None]:
+def causal_span(start: int, t: int, window: int | None, device,
+                restart: int | None = None) -> tuple[int, torch.Tensor | None]:
     """For queries at [start, start + t): the first cached key they can see, and their mask.
 
     A single query sees exactly the keys from the returned start, so it needs no mask.
     """
     k_start = 0 if window is None else max(0, start - window + 1)
+    if restart is not None:  # nothing before the first query's chunk is visible to any of them
+        k_start = max(k_start, start // restart * restart)
     if t == 1:
         return k_start, None
     q_pos = torch.arange(start, start + t, device=device)
-    return k_start, windowed_causal_mask(q_pos, torch.arange(k_start, start + t, device=device), window)
+    return k_start, windowed_causal_mask(q_pos, torch.arange(k_start, start + t, device=device), window, restart)
 
 
-def fixed_plan(table: torch.Tensor, positions: torch.Tensor, window: int | None) -> AttentionPlan:
+def fixed_plan(table: torch.Tensor, positions: torch.Tensor, window: int | None,
+               restart: int | None = None) -> AttentionPlan:
     """Queries at device `positions` [t] that read the whole preallocated buffer (as long as the
     rotation `table`) under a mask: every shape is fixed, so a compiled step serves every position
     without recompiling."""
     capacity = table.shape[0]
     k_pos = torch.arange(capacity, device=positions.device)
-    mask = windowed_causal_mask(positions, k_pos, window)[None, None]
+    mask = windowed_causal_mask(positions, k_pos, window, restart)[None, None]
     return AttentionPlan(table.index_select(0, positions), 0, mask, positions, capacity)
 
 
