@@ -191,3 +191,26 @@ def test_large_components_are_sharded_and_reassembled(tmp_path, monkeypatch):
     assert len(shards) > 3 and all((folder / s).stat().st_size < 2 << 20 for s in shards)
     loaded = load_model(str(folder))
     assert torch.allclose(logits(loaded), logits(bundle), atol=0.2)
+
+
+@pytest.mark.parametrize("setting, fragment", [
+    ({"use_rope": False}, "use_rope: false"),
+    ({"n_heads_local_decoder": 1}, "n_heads_local_decoder: 1"),
+    ({"cross_attn_init_by_pooling": False}, "cross_attn_init_by_pooling: false"),
+    ({"downsampling_by_pooling": "avg"}, "downsampling_by_pooling: 'avg'"),
+    ({"cross_attn_window_decoder": 512}, "cross_attn_window_decoder: 512"),
+])
+def test_official_settings_bltbench_does_not_compute_are_refused_in_one_line(tmp_path, micro, capsys, setting, fragment):
+    """Each of these changes the official code's logits; loading them anyway would run another model."""
+    from conftest import run_cli
+
+    _write_official(tmp_path, micro, tmp_path / "entropy_model")
+    params = json.loads((tmp_path / "params.json").read_text())
+    params["model"].update(setting)
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    code, _, err = run_cli(capsys, "generate", "--model", str(tmp_path), "--prompt", "x", "--device-profile", "off")
+    assert code == 2 and fragment in err and "does not implement" in err and len(err.strip().splitlines()) == 1, err
+    params["model"].update({k: None for k in setting} | {"n_heads_local_decoder": micro.config.n_heads_local,
+                                                         "cross_attn_init_by_pooling": True, "use_rope": True})
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    assert load_model(str(tmp_path)).format == "official"  # the values BLT uses load

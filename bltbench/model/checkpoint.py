@@ -295,6 +295,27 @@ def _optional_float(value) -> float | None:
     return None if value is None else float(value)
 
 
+def _unsupported_official_settings(model: dict[str, Any]) -> list[str]:
+    """Official model arguments, explicitly set, that change the logits in ways bltbench does not compute
+    (an unset argument is taken to be what the released BLT models use). Refusing them beats loading
+    a model that silently runs differently."""
+    found = []
+    if model.get("use_rope") is False:
+        found.append("use_rope: false")
+    heads = model.get("n_heads_local_decoder")
+    if heads is not None and heads != model.get("n_heads_local_encoder"):
+        found.append(f"n_heads_local_decoder: {heads} (the encoder has {model.get('n_heads_local_encoder')})")
+    if model.get("cross_attn_init_by_pooling") is False:
+        found.append("cross_attn_init_by_pooling: false")
+    pooling = model.get("downsampling_by_pooling")
+    if pooling not in (None, "max"):
+        found.append(f"downsampling_by_pooling: {pooling!r} (bltbench pools by max)")
+    for key in ("cross_attn_window_encoder", "cross_attn_window_decoder"):
+        if model.get(key) is not None:
+            found.append(f"{key}: {model[key]} (cross-attention over several patches)")
+    return found
+
+
 def entropy_config_official(args: dict[str, Any], as_written: bool) -> EntropyModelConfig:
     """The entropy model's config as the official code builds it. From a consolidated checkpoint's
     params.json (`load_entropy_model`), only dim, layers, heads and the FFN multiplier are read: the
@@ -331,6 +352,11 @@ def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | No
             raise BltbenchError("encoder cross-attention in every layer is not supported")
         if model.get("cross_attn_decoder") is False or model.get("cross_attn_all_layers_decoder") is False:
             raise BltbenchError("bltbench needs decoder cross-attention in every layer, as BLT uses")
+        unsupported = _unsupported_official_settings(model)
+        if unsupported:
+            raise BltbenchError(f"params.json sets {unsupported[0]}, which bltbench does not implement: its logits "
+                                "would differ from the official code's" + (f" (and {len(unsupported) - 1} more)"
+                                                                           if len(unsupported) > 1 else ""))
         mult, multiple_of = model.get("ffn_dim_multiplier"), model.get("multiple_of", 256)
         sizes = model.get("encoder_hash_byte_group_size") or [3, 4, 5, 6, 7, 8]
         if isinstance(sizes, str):
