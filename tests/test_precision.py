@@ -105,3 +105,23 @@ def test_dtype_flows_into_records_and_bad_dtypes_are_one_line(capsys, monkeypatc
     monkeypatch.setattr(torch.nn.functional, "linear", no_half)  # a device without fp16 kernels
     code, _, err = run_cli(capsys, "generate", "--model", "random:tiny", "--prompt", "x", "--dtype", "fp16")
     assert code == 2 and "cannot compute in float16" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_inference_multiplies_the_fused_weights_in_place_not_a_copy():
+    """q/k/v (and gate/up, cross-attention k/v) are views of the one matrix decoding multiplies, so a
+    loaded model holds its weights once; a decode leaves it so, and changing a weight changes the matrix."""
+    from bltbench.model.layers import Attention, CrossAttention, FeedForward
+
+    for bundle in (load_model("random:tiny", weights=["blt"]), load_model("tiny", weights=["blt"])):
+        with torch.inference_mode():
+            bundle.blt(torch.tensor([encode_prompt(b"shared storage")]), torch.ones(1, 16, dtype=torch.bool))
+        fused = [m for m in bundle.blt.modules() if isinstance(m, (Attention, CrossAttention, FeedForward))]
+        assert {type(m) for m in fused} == {Attention, CrossAttention, FeedForward}
+        for m in fused:
+            first = getattr(m, m.FUSED[0]).weight
+            with torch.inference_mode():
+                assert m.fused().data_ptr() == first.data_ptr(), type(m).__name__
+    with torch.no_grad():
+        first.add_(1.0)
+    with torch.inference_mode():
+        assert torch.equal(m.fused()[: first.shape[0]], first)

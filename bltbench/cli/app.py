@@ -56,10 +56,10 @@ def _roofline(bundle, device: str, device_profile: str | None, specs):
 
     for spec in specs:
         spec.validate(bundle)
-        weights = bundle.weights(spec.runs_on)
+        bundle.weights(spec.runs_on)
     if device_profile == "off":
         return None
-    dtype = next(weights.parameters()).dtype
+    dtype = bundle.dtype
     from rich.console import Console
 
     with Console(stderr=True).status("measuring this machine's device profile for these shapes (once; cached)"):
@@ -583,8 +583,7 @@ def bench_decode(
 def _dtype_of(bundle) -> str:
     from bltbench.model.build import dtype_name
 
-    weights = bundle.blt if bundle.blt is not None else bundle.blt_d
-    return dtype_name(next(weights.parameters()).dtype)
+    return dtype_name(bundle.dtype)
 
 
 def _threads(threads: Optional[int]) -> int:
@@ -669,8 +668,7 @@ def bench_device(
         bundle = _load(model, dev, dtype, hash_buckets)
     with console.status("measuring") as status:
         profile = measure_profile(bundle, dev, working_set, repeats, progress=lambda m: status.update(m))
-    weights = bundle.blt if bundle.blt is not None else bundle.blt_d
-    path = profile.write(out or cache_path(bundle.config, next(weights.parameters()).dtype, dev))
+    path = profile.write(out or cache_path(bundle.config, bundle.dtype, dev))
     console.print(f"{profile.device_name} ({dev}, {profile.dtype}, {n_threads} threads): copy {profile.copy_gb_s:.1f} GB/s, "
                   f"GEMV {profile.gemv_gb_s:.1f} GB/s, KV cache {profile.kv_gb_s:.1f} GB/s")
     calls = ", ".join(f"{c} {1e6 * s:.0f}" for c, s in sorted(profile.call_s.items()))

@@ -32,6 +32,7 @@ from bltbench.instrumentation.params import component_matrices
 from bltbench.instrumentation.timing import timed
 from bltbench.model.build import dtype_name
 from bltbench.model.config import BLTConfig
+from bltbench.model.incremental import Call
 from bltbench.model.layers import attention, project
 
 FORMAT = "bltbench-device-profile"
@@ -191,20 +192,16 @@ class CallTimer:
 
     def __init__(self, device: str) -> None:
         self.cuda = torch.device(device).type == "cuda"
-        self.marks: list[tuple[str, str, float]] = []
+        self.marks: list[tuple[Call, float]] = []
 
-    def __call__(self, call) -> None:
+    def __call__(self, call: Call) -> None:
         if self.cuda:
             torch.cuda.synchronize()
-        self.marks.append((call.component, call.role, call.positions, time.perf_counter()))
+        self.marks.append((call, time.perf_counter()))
 
-    def durations(self) -> dict[str, list[float]]:
-        """Seconds of every generation call (the prefill left out), by `call_kind`."""
-        out: dict[str, list[float]] = {}
-        for (component, role, positions, t0), (*_, t1) in zip(self.marks, self.marks[1:]):
-            if role != "prefill":
-                out.setdefault(call_kind(component, positions), []).append(t1 - t0)
-        return out
+    def timed_calls(self) -> list[tuple[Call, float]]:
+        """(call, seconds) of every generation call but the last (the prefill left out)."""
+        return [(call, t1 - t0) for (call, t0), (_, t1) in zip(self.marks, self.marks[1:]) if call.role != "prefill"]
 
 
 CALIBRATION_METHODS = ("blt", "blt-s-8", "blt-d-8@confidence=0")  # steps and drafts; verification; blocks
@@ -232,19 +229,11 @@ def measure_call_costs(bundle, roofline, device: str, new_bytes: int = 24, repea
     for round_ in range(repeats + 1):
         for spec in specs:  # interleaved; the first round warms up
             timer = CallTimer(device)
-            calls = []
-
-            def observe(call, timer=timer, calls=calls) -> None:
-                calls.append(call)
-                timer(call)
-
-            generate(spec, bundle, prompt, new_bytes, sampler(), observe)
-            if not round_:
-                continue
-            for call, (*_, t0), (*_, t1) in zip(calls, timer.marks, timer.marks[1:]):
-                if call.role != "prefill":
+            generate(spec, bundle, prompt, new_bytes, sampler(), timer)
+            if round_:
+                for call, seconds in timer.timed_calls():
                     samples.setdefault(call_kind(call.component, call.positions), []).append(
-                        t1 - t0 - roofline.call(call).bound_s)
+                        seconds - roofline.call(call).bound_s)
     return {kind: max(0.0, statistics.median(v)) for kind, v in sorted(samples.items())}
 
 
@@ -272,7 +261,7 @@ def measure_profile(bundle, device: str = "cpu", working_set_gb: float | None = 
     from bltbench.instrumentation.bench import GemvReference
 
     config = bundle.config
-    torch_dtype = next((bundle.blt or bundle.blt_d).parameters()).dtype
+    torch_dtype = bundle.dtype
     say = progress or (lambda message: None)
     working_set = (working_set_gb or default_working_set_gb()) * GB
     with torch.inference_mode():
@@ -307,8 +296,7 @@ def cache_path(config: BLTConfig, dtype: torch.dtype, device: str) -> Path:
 def profile_for(bundle, device: str, path: str | Path | None = None, progress=None) -> DeviceProfile:
     """The profile a run prices with: the file given, else this machine's cached one for the bundle's
     shapes, dtype and threads, measured now on the bundle (and cached) if there is none."""
-    config = bundle.config
-    dtype = next((bundle.blt or bundle.blt_d).parameters()).dtype
+    config, dtype = bundle.config, bundle.dtype
     if path is not None:
         profile = DeviceProfile.read(path)
         check_matches(profile, config, dtype)

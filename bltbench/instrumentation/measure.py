@@ -13,7 +13,7 @@ from bltbench.instrumentation.bandwidth import BYTES_PER_PARAM, Bandwidth, price
 from bltbench.instrumentation.meter import Meter
 from bltbench.instrumentation.params import ComponentParams, component_params, profile
 from bltbench.instrumentation.roofline import CallCost, Roofline
-from bltbench.instrumentation.timing import median_and_iqr, timed
+from bltbench.instrumentation.timing import timed
 from bltbench.model.build import dtype_name, parse_dtype
 from bltbench.model.bundle import ModelBundle
 from bltbench.model.ids import OFFSET
@@ -114,7 +114,8 @@ def own_params(bundle: ModelBundle) -> ComponentParams:
 
 def run_dtype(bundle: ModelBundle, spec: MethodSpec) -> str:
     """The dtype the method's weights hold (and so its activations compute in)."""
-    return dtype_name(next(bundle.weights(spec.runs_on).parameters()).dtype)
+    bundle.weights(spec.runs_on)  # one line when the bundle lacks them
+    return dtype_name(bundle.dtype)
 
 
 WARM_UP_BYTES = 4
@@ -182,16 +183,3 @@ def median_of_repeats(repeats: list[Measurement]) -> Measurement:
     phases = Phases(prefill, statistics.median(firsts) if firsts else None, prefill + decode)
     return replace(first, generation=replace(first.generation, phases=phases),
                    wall_s=statistics.median(m.wall_s for m in repeats))
-
-
-def median_bytes_per_s(measurements: list[Measurement]) -> float:
-    """Median over prompts of each prompt's decode bytes/s (prefill apart)."""
-    speeds = [m.decode_bytes_per_s for m in measurements if m.decode_bytes_per_s]
-    return statistics.median(speeds) if speeds else float("nan")
-
-
-def decode_spread(measurements: list[Measurement]) -> dict[str, float | None]:
-    """Per-method decode figures over its samples: median ms per byte and its IQR, median TTFT (ms)."""
-    median, iqr = median_and_iqr(1e3 / m.decode_bytes_per_s for m in measurements if m.decode_bytes_per_s)
-    firsts = [1e3 * m.phases.ttft_s for m in measurements if m.phases.ttft_s is not None]
-    return {"ms_per_byte": median, "ms_per_byte_iqr": iqr, "ttft_ms": statistics.median(firsts) if firsts else None}

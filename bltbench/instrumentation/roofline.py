@@ -52,18 +52,27 @@ class Roofline:
         self.matrices: dict[str, list[Matrix]] = component_matrices(config)
         self.params: ComponentParams = component_params(config)
         self.element = dtype.itemsize
+        self._weights: dict[tuple[str, int], tuple[float, ...]] = {}
+
+    def _weight_products(self, component: str, positions: int) -> tuple[float, ...]:
+        """(memory s, compute s, bound s, FLOPs, bytes) of a component's weight products at this many
+        positions: the same for every call of that shape, so worked out once."""
+        key = (component, positions)
+        if key not in self._weights:
+            memory = compute = bound = flops = weight_bytes = 0.0
+            for m in self.matrices[component]:
+                rows = positions * m.rows_per
+                mem, comp = self.profile.matrix_seconds(m.out, m.inp, rows)
+                memory += m.count * mem
+                compute += m.count * comp
+                bound += m.count * max(mem, comp)
+                flops += 2.0 * m.params * rows
+                weight_bytes += m.params * self.element
+            self._weights[key] = (memory, compute, bound, flops, weight_bytes)
+        return self._weights[key]
 
     def call(self, call: Call) -> CallCost:
-        memory = compute = bound = flops = 0.0
-        weight_bytes = 0.0
-        for m in self.matrices[call.component]:
-            rows = call.positions * m.rows_per
-            mem, comp = self.profile.matrix_seconds(m.out, m.inp, rows)
-            memory += m.count * mem
-            compute += m.count * comp
-            bound += m.count * max(mem, comp)
-            flops += 2.0 * m.params * rows
-            weight_bytes += m.params * self.element
+        memory, compute, bound, flops, weight_bytes = self._weight_products(call.component, call.positions)
         other = (embedding_params(call, self.params) + kv_params(call, self.params)) * self.element
         other_s = other / (self.profile.kv_gb_s * 1e9)
         keys = call.cache_length + call.positions

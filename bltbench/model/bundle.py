@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from bltbench.errors import BltbenchError
 from bltbench.model.blt import ByteLatentTransformer
 from bltbench.model.config import BLTConfig
@@ -46,6 +48,12 @@ class ModelBundle:
                 "(add one to the bundle, or use static patching)"
             )
         return self.entropy
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision its weights hold (every component is built in one dtype)."""
+        module = next(m for m in (self.blt, self.blt_d, self.entropy) if m is not None)
+        return next(module.parameters()).dtype
 
     def to(self, device: str) -> "ModelBundle":
         for module in (self.blt, self.blt_d, self.entropy):

@@ -76,9 +76,7 @@ def random_bundle(preset_name: str, seed: int = 0, hash_buckets: int | None = No
         config = dataclasses.replace(config, hash_buckets=hash_buckets)
         config.validate()
     buckets = f", {config.hash_buckets} hash buckets" if hash_buckets is not None else ""
-    bundle = random_weights(config, seed, dtype, weights, device, f"random:{preset_name}", buckets)
-    bundle.source = f"random:{preset_name}:{seed}"
-    return bundle
+    return random_weights(config, seed, dtype, weights, device, f"random:{preset_name}", buckets)
 
 
 def random_weights(config: BLTConfig, seed: int = 0, dtype: torch.dtype | None = None,

@@ -51,7 +51,6 @@ def fused_weight(owner: nn.Module, *linears: nn.Linear) -> torch.Tensor:
         return torch.cat(weights)
     base = getattr(owner, "_fused_base", None)
     if base is not None and weights[0].data_ptr() == base.data_ptr():  # the linears are views of it
-        owner._fused_weight = base
         return base
     # Inference tensors (created under inference_mode) keep no version counter.
     key = tuple((w.data_ptr(), -1 if w.is_inference() else w._version) for w in weights)
@@ -77,7 +76,7 @@ def share_fused_storage(module: nn.Module) -> nn.Module:
             rows = lin.weight.shape[0]
             lin.weight = nn.Parameter(base[offset : offset + rows], requires_grad=lin.weight.requires_grad)
             offset += rows
-        sub._fused_base = base
+        sub._fused_base = sub._fused_weight = base  # compiled steps read _fused_weight
     return module
 
 

@@ -84,8 +84,7 @@ def _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, c
     if on_plan:
         on_plan(len(suite.methods) * sum(len(s) for _, _, s in plan))
     written = skipped = 0
-    weights = bundle.blt if bundle.blt is not None else bundle.blt_d
-    dtype = next(weights.parameters()).dtype
+    dtype = bundle.dtype
     env = environment(device, dtype)
     roofline = None
     if device_profile != "off":  # measured at this run's threads and dtype (cached per machine), or a file
