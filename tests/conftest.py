@@ -126,6 +126,21 @@ def session(bundle: ModelBundle, capacity: int = 1024, weights: str = "blt", **k
     return IncrementalBLT(bundle.weights(weights), bundle.entropy, bundle.config.patching, capacity, **kwargs)
 
 
+def draft_bytes(state, xs) -> list:
+    """Run given bytes as BLT-S drafts after the committed positions (logits of each); nothing is
+    committed, as when a round's drafts are rejected."""
+    import torch
+
+    here = torch.tensor([state.length])
+    latent = torch.tensor([state.n_latents - 1])
+    logits = []
+    for i, x in enumerate(xs):
+        state.write_ahead(torch.tensor([x]), here, i, state.length)
+        logits.append(state.draft_step(here, i, state.length, latent))
+    state.place_ahead(state.length)
+    return logits
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _device_profile_cache(tmp_path_factory):
     """Device profiles measured once per test session, in a folder of its own (not the user's cache), over

@@ -13,7 +13,7 @@ from bltbench.decoding.sampling import Sampler, SamplingConfig
 from bltbench.decoding.speculative import accept_sampling
 from bltbench.model.checkpoint import random_bundle
 from bltbench.model.ids import encode_prompt
-from conftest import decode, session
+from conftest import decode, draft_bytes, session
 
 prompts = st.binary(min_size=1, max_size=40)
 
@@ -46,9 +46,7 @@ def test_decode_after_a_rejected_draft_equals_a_fresh_decode(micro):
     ids = encode_prompt(b"Rollback: nothing of a rejected draft may survive.")
     state = session(micro, len(ids) + 8)
     state.append(ids[:20])
-    for x in [77, 78, 79, 80, 81]:  # draft bytes that will be thrown away
-        state.draft(torch.tensor([x]))
-    state.discard_draft()
+    draft_bytes(state, [77, 78, 79, 80, 81])  # draft bytes that will be thrown away
     state.append(ids[20:21] + [200, 201, 202, 203, 204, 205, 206, 207])  # a verify pass over a bad draft
     state.truncate(21)  # accept nothing but the pending byte
     resumed = state.append(ids[21:])
@@ -124,3 +122,26 @@ def test_bytes_per_verification_pools_every_round(micro):
     extras = decode(micro, "blt-s-4", encode_prompt(b"pooled"), 30).extras
     assert extras["committed_bytes"] == 30 and extras["verify_rounds"] >= 30 / 5
     assert extras["accepted_per_verify"] == extras["committed_bytes"] / extras["verify_rounds"]
+
+
+def test_work_run_ahead_for_a_round_never_reached_is_discarded(micro):
+    """A round ended by a stop string leaves the next round's drafts, run ahead, unneeded: they are
+    marked discarded, and the method's counted drafts are exactly the drafts its rounds verified."""
+    from bltbench.instrumentation.meter import Meter
+    from bltbench.decoding.methods import generate, parse_method
+
+    prompt = encode_prompt(b"Run ahead, then stop: ")
+    full = decode(micro, "blt-s-4", prompt, 60)
+    needle = full.output_bytes[30:33]
+    meter = Meter()
+    g = generate(parse_method("blt-s-4"), micro, prompt, 60, Sampler(SamplingConfig()), observer=meter,
+                 stop=[needle])
+    assert g.stopped_at_string and g.extras["rounds_run_ahead"] > 0
+    discarded = [c for c in meter.calls if c.discarded]
+    assert {c.component for c in discarded} == {"encoder", "decoder", "entropy"} and len(discarded) == 2 * 4 + 1
+    counted = meter.generation()
+    verified = [c for c in counted if c.component == "decoder" and c.role == "verify"]
+    drafts = [c for c in counted if c.component == "decoder" and c.role == "draft"]
+    assert len(drafts) == sum(c.positions - 1 for c in verified)  # each verification runs pending + drafts
+    assert len(meter.executed()) == len(counted) + len(discarded)
+    assert all(c.cache_length >= 0 for c in counted)

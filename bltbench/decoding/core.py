@@ -88,14 +88,14 @@ class DecodeContext:
             return needed
         return -(-needed // COMPILED_CAPACITY_STEP) * COMPILED_CAPACITY_STEP
 
-    def session(self, request: DecodeRequest, slack: int = 0) -> IncrementalBLT:
+    def session(self, request: DecodeRequest, slack: int = 0, span: int = 1) -> IncrementalBLT:
         """Caches preallocated for prompt + budget + `slack` (a method's draft or block overshoot),
-        with the prompt prefilled."""
+        with the prompt prefilled; `span` is the widest entropy call the method runs ahead."""
         prompt = request.prompt_ids
-        state = IncrementalBLT(self.model, self.entropy_model, self.patching, self.capacity(request, slack),
+        state = IncrementalBLT(self.model, self.entropy_model, self.patching, self.capacity(request, slack + span),
                                self.observer, fixed_steps=self.steps != "eager",
                                compiler=step_compiler(self.device.type) if self.steps == "compiled" else None,
-                               reuse_buffers=self.steps == "compiled")
+                               reuse_buffers=self.steps == "compiled", span=span)
         if self.steps == "compiled":
             state.steps.warm()
         state.write(prompt, 0)
@@ -138,6 +138,7 @@ class Output:
     drafted: int = 0
     accepted: int = 0
     passes: int = 0  # decoder passes (BLT-D)
+    ran_ahead: int = 0  # rounds drafted before the previous round's transfer (BLT-S)
 
     @property
     def room(self) -> int:

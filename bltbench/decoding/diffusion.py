@@ -10,8 +10,10 @@ BLT-DV: one diffusion pass drafts a whole block; one causal verification pass ac
 agreeing prefix plus the verifier's next byte, as in BLT-S. Greedy output equals BLT-D's own
 autoregressive greedy output.
 
-Host transfers: BLT-D, one per decoder pass (the cells after the commit set, chosen on the device)
-and one per finished block (its entropies, which decide its patches before the global model runs);
+Host transfers: BLT-D, one per decoder pass (the cells after the commit set, chosen on the device).
+A finished block's entropies decide its patches before the global model runs: when the pass that fills
+the block is known in advance (one cell was left) they are computed in it and travel with its cells;
+when a pass commits several last cells at once they follow in a transfer of their own;
 BLT-DV, two per round (the drafts' entropies; then the acceptance, the bonus byte and the bonus's
 entropy, run ahead on the device).
 """
@@ -29,6 +31,7 @@ from bltbench.decoding.sampling import Sampler
 from bltbench.decoding.speculative import accept, settle
 from bltbench.errors import BltbenchError
 from bltbench.model.ids import EOS, MASK
+from bltbench.model.incremental import to_device
 from bltbench.model.patching import lengths_from_starts
 
 SAMPLERS = ("confidence", "entropy", "eb")
@@ -100,6 +103,14 @@ def commit_pass(cells: torch.Tensor, logits: torch.Tensor, sampler: Sampler, con
     return torch.where(choose_cells(probs, cells == MASK, config), values, cells)
 
 
+def block_entropies(state, cells: torch.Tensor) -> torch.Tensor | None:
+    """The entropies of a block the current pass fills, computed before its transfer so they travel
+    with its cells (discarded if the output ends at an EOS in it)."""
+    at = state.length
+    state.write(cells, at)
+    return state.entropies_ahead(to_device([at], cells.device), 0, cells.shape[0], at, "step")
+
+
 def _settled_eos(cells: list[int]) -> bool:
     """A committed EOS with every cell before it committed: the block's text is final there."""
     return EOS in cells and MASK not in cells[: cells.index(EOS)]
@@ -109,23 +120,34 @@ def _settled_eos(cells: list[int]) -> bool:
 @torch.inference_mode()
 def decode_block_diffusion(ctx: DecodeContext, request: DecodeRequest, spec) -> Generation:
     config: DiffusionConfig = spec.diffusion
-    state = ctx.session(request, slack=config.block)
+    state = ctx.session(request, slack=config.block, span=config.block)
     out = Output(request)
     clean = 1  # committed positions not yet run: the prompt's last byte, then each finished block
     while not out.done:
-        cells = torch.full((min(config.block, out.room),), MASK, dtype=torch.long, device=ctx.device)
+        size = min(config.block, out.room)
+        cells = torch.full((size,), MASK, dtype=torch.long, device=ctx.device)
         _, logits = state.extend_with_block(clean, cells, "step")
+        masked, entropies = size, None
         while True:
             out.passes += 1
             cells = commit_pass(cells, logits, request.sampler, config)
-            block = [int(c) for c in to_host(cells)[0]]
-            if MASK not in block or _settled_eos(block):
+            if masked == 1 and size < out.room:  # this pass fills the block, and a next block will read it
+                entropies = block_entropies(state, cells)
+            host = to_host(cells) if entropies is None else to_host(cells, entropies)
+            block = [int(c) for c in host[0]]
+            masked = block.count(MASK)
+            if masked == 0 or _settled_eos(block):
                 break
             logits = state.extend_with_block(0, cells, "step")[1]
         out.commit(block)
+        if entropies is not None:
+            state.place_ahead(None if out.done else state.length)
         if not out.done:  # the block is committed: its entropies place its patches
-            state.write(cells, state.length)
-            state.place_patches(state.length + len(block), "step")
+            if entropies is None:
+                state.write(cells, state.length)
+                state.place_patches(state.length + len(block), "step")
+            else:
+                state.settle_ahead(state.length, host[1], len(block))
             clean = len(block)
     ids = request.prompt_ids + out.ids
     known = state.patches.copy()  # the session's buffers may serve another request before this is read
@@ -158,7 +180,13 @@ def decode_diffusion_verified(ctx: DecodeContext, request: DecodeRequest, spec) 
         state.place_patches(base + 1 + n, "verify")
         verify_logits = torch.cat([clean_logits[-1:], state.extend(n, "verify")])
         accepted, bonus = accept(drafts, None if request.greedy else q, verify_logits, sampler)
-        ahead = state.entropy_ahead(bonus, base + 1 + accepted)
-        kept, entropy = settle(state, out, base, drafts, accepted, bonus, ahead)
-        state.settle_ahead(base + 1 + kept, entropy, "step")
+        start, latest = base + 1 + accepted, base + 1 + n  # the bonus's entropy, run ahead
+        state.write_ahead(bonus, start, 0, latest)
+        ahead = state.entropies_ahead(start, 0, 1, latest, "step")
+        kept, values = settle(state, out, base, drafts, accepted, bonus, *([] if ahead is None else [ahead]))
+        if out.done:
+            state.place_ahead(None)
+            break
+        state.place_ahead(base + 1 + kept)
+        state.settle_ahead(base + 1 + kept, values[0] if values else None, 1)
     return out.generation(out.committed_patches(state), out.verification_extras())

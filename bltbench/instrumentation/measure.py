@@ -167,7 +167,7 @@ def measure(
         projected={name: price(calls, profile(name)) for name in projections},
         wall_s=wall,
         dtype=run_dtype(bundle, spec),
-        predicted=roofline.price(calls) if roofline is not None else None,
+        predicted=roofline.price(meter.executed()) if roofline is not None else None,
     )
 
 

@@ -23,6 +23,12 @@ class Meter:
         self.calls.append(call)
 
     def generation(self) -> list[Call]:
+        """The method's generation calls: what its NFEs and bandwidth count."""
+        return [c for c in self.calls if c.role != "prefill" and not c.discarded]
+
+    def executed(self) -> list[Call]:
+        """Every generation call that ran, work run ahead and then not needed included: what the
+        clock (and the roofline that predicts it) sees."""
         return [c for c in self.calls if c.role != "prefill"]
 
     def prefill(self) -> list[Call]:

@@ -46,6 +46,7 @@ class Call:
     role: str  # prefill | step | draft | verify | score
     positions: int  # new positions processed (patches, for the global model)
     cache_length: int  # cached positions the call attends to (after the local window)
+    discarded: bool = False  # run ahead, then not needed (the output ended first)
 
 
 CallObserver = Callable[[Call], None]
@@ -75,6 +76,8 @@ class StepFunctions:
                 build_fused_weights(model)
         if s.entropy_model is not None:
             self.entropy(s.ids, s._at(0))
+            if s.span > 1:  # the entropies a method runs ahead over several positions
+                self.entropy(s.ids, s.span_offsets[: s.span])
         self.encoder(s.ids, s._at(0))
         slots = torch.zeros(1, 1, s.model.config.d_patch, dtype=s.dtype, device=s.device)
         self.global_(slots, s._at(0))
@@ -122,7 +125,7 @@ class StepFunctions:
             s.latent_cache.values[i].index_copy_(2, index, v)
 
 
-def _to_device(values: list, device: torch.device) -> torch.Tensor:
+def to_device(values: list, device: torch.device) -> torch.Tensor:
     """Host-built ids or indices on the device without waiting for it (no stream synchronisation)."""
     return torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
 
@@ -141,6 +144,7 @@ def _allocate(state: "IncrementalBLT") -> dict[str, object]:
         "ent_cache": entropy.new_cache(capacity) if entropy is not None else None,
         "enc_states": torch.zeros(1, capacity, model.config.d_local, dtype=state.dtype, device=device),
         "window_offsets": torch.arange(state.hash_context + 1, device=device),
+        "span_offsets": torch.arange(capacity, device=device),
         "slot_offsets": torch.arange(state.k, device=device),
         "pos": torch.zeros(1, dtype=torch.long, device=device),
         "latent": torch.zeros(1, dtype=torch.long, device=device),
@@ -185,6 +189,7 @@ class IncrementalBLT:
         fixed_steps: bool = False,
         compiler: Callable | None = None,
         reuse_buffers: bool = False,
+        span: int = 1,
     ) -> None:
         if patching.mode == "entropy" and entropy_model is None:
             raise ValueError("entropy patching needs an entropy model")
@@ -193,13 +198,16 @@ class IncrementalBLT:
         self.patches = PatchState(patching)
         self.observer = observer
         self.capacity = capacity
+        # Compiled sessions run entropies ahead `span` positions wide whatever the span needed (one
+        # shape, compiled before the prefill); other sessions run exactly the positions asked for.
+        self.span = span
+        self.pad_spans = compiler is not None
         c = model.config
         self.k = c.cross_attn_k
         self.hash_context = max(c.hash_sizes) - 1
         self.device = model.local_decoder.output.weight.device
         self.dtype = model.local_decoder.output.weight.dtype
         self.length = 0  # positions run through encoder and decoder (committed)
-        self.drafted = 0  # draft positions beyond them (BLT-S)
         self.n_latents = 0
         buffers = _shared_buffers(self) if reuse_buffers else _allocate(self)
         for name, value in buffers.items():
@@ -208,7 +216,8 @@ class IncrementalBLT:
             if cache is not None:
                 cache.length = 0
         self.steps = StepFunctions(self, compiler) if fixed_steps else None
-        self._ahead: StepFunctions | None = None
+        self._eager_steps: StepFunctions | None = None
+        self._unplaced: list[tuple[Call, int, int | None]] = []
 
     def ropes(self) -> dict:
         """Each component's rotary embedding; eager calls read its table, grown to this request's
@@ -236,7 +245,7 @@ class IncrementalBLT:
     def write(self, ids: torch.Tensor | Sequence[int], at: int) -> None:
         """Place ids (a device tensor [T] or [1, T], or host ints) at positions [at, at + T)."""
         if not isinstance(ids, torch.Tensor):
-            ids = _to_device(list(ids), self.device)
+            ids = to_device(list(ids), self.device)
         ids = ids.reshape(1, -1).to(self.device)
         if at + ids.shape[1] > self.capacity:
             raise CacheOverflow(f"position {at + ids.shape[1]} is past the {self.capacity} positions this request "
@@ -277,27 +286,76 @@ class IncrementalBLT:
             values = self.entropies(at, end - at, role)
             self.push_entropies(None if values is None else values.tolist(), end - at)
 
-    def entropy_ahead(self, x: torch.Tensor, position: torch.Tensor) -> torch.Tensor | None:
-        """Write x [1] at a device-side position [1] and run the entropy step over it, before the host
-        knows the position (a verified round's bonus byte, whose place depends on the acceptance). The
-        fixed-shape step's mask hides any stale draft entries past it. `settle_ahead` records it."""
-        self.pos.copy_(position)  # the steps read positions from the session's own buffer
-        self.ids.index_copy_(1, self.pos + self.hash_context, x.reshape(1, 1))
+    # -- running ahead ---------------------------------------------------------------------------
+    # Calls at a device-side start the host learns only with the next transfer (a verified round's
+    # bonus byte sits where the acceptance puts it). They run through the fixed-shape steps (eager
+    # unless compiled), whose masks hide any stale entries past them; the observer sees each call
+    # when it runs, and `place_ahead` gives it its cache length once the start is known (or marks
+    # it discarded when the output ended before it was needed).
+    def _fixed(self) -> StepFunctions:
+        if self.steps is None and self._eager_steps is None:
+            self._eager_steps = StepFunctions(self)
+        return self.steps or self._eager_steps
+
+    def _observe_ahead(self, component: str, role: str, positions: int, offset: int, window: int | None) -> None:
+        if self.observer is not None:
+            call = Call(component, role, positions, -1)
+            self._unplaced.append((call, offset, window))
+            self.observer(call)
+
+    def write_ahead(self, x: torch.Tensor, start: torch.Tensor, offset: int, latest: int) -> None:
+        """Write x [1] at position start + offset; `latest` bounds start (for the capacity check)."""
+        if latest + offset >= self.capacity:
+            raise CacheOverflow(f"position {latest + offset + 1} is past the {self.capacity} positions this "
+                                "request preallocated (prompt + byte budget + slack)")
+        torch.add(start, offset + self.hash_context, out=self.pos)
+        self.ids.index_copy_(1, self.pos, x.reshape(1, 1))
+
+    def draft_step(self, start: torch.Tensor, offset: int, latest: int, latent: torch.Tensor,
+                   role: str = "draft") -> torch.Tensor:
+        """Encoder + decoder over the byte written at start + offset, reading latent `latent` [1]
+        whatever the patch boundaries say (BLT-S drafting): logits [1, V]. Nothing is committed: the
+        verification pass rewrites these positions."""
+        if self.n_latents == 0:
+            raise ValueError("drafting needs a latent: extend with the prompt first")
+        self.enc_cache.check(latest + offset + 1)
+        window = self.model.config.local_window
+        steps = self._fixed()
+        torch.add(start, offset, out=self.pos)
+        self._observe_ahead("encoder", role, 1, offset, window)
+        steps.encoder(self.ids, self.pos)
+        self._observe_ahead("decoder", role, 1, offset, window)
+        self.latent.copy_(latent)
+        return steps.decoder(self.pos, self.latent)
+
+    def entropies_ahead(self, start: torch.Tensor, offset: int, t: int, latest: int, role: str) -> torch.Tensor | None:
+        """Entropies [t] of the written positions from start + offset (None without an entropy model);
+        `settle_ahead` pushes them once the host has them."""
         if self.entropy_model is None:
             return None
-        if self._ahead is None:  # the fixed-shape entropy step, eager when the session is not compiled
-            self._ahead = self.steps or StepFunctions(self)
-        return self._ahead.entropy(self.ids, self.pos)
+        width = self.span if self.pad_spans and 1 < t <= self.span else t
+        self.ent_cache.check(latest + offset + width)
+        self._observe_ahead("entropy", role, t, offset, self.entropy_model.config.window)
+        return self._fixed().entropy(self.ids, start + self.span_offsets[offset : offset + width])[:t]
 
-    def settle_ahead(self, position: int, value: float | None, role: str) -> None:
-        """What `entropy_ahead` computed, once the host knows the position (just past the committed
-        positions)."""
+    def place_ahead(self, start: int | None) -> None:
+        """The start the calls run ahead had (their cache lengths follow), or None: nothing read them."""
+        for call, offset, window in self._unplaced:
+            if start is None:
+                call.discarded = True
+                call.cache_length = 0
+            else:
+                p = start + offset
+                call.cache_length = p if window is None else min(p, window - 1)
+        self._unplaced.clear()
+
+    def settle_ahead(self, position: int, values: Sequence[float] | None, t: int) -> None:
+        """Push the t entropies `entropies_ahead` computed at `position`, just past the known ones."""
         if position != len(self.patches):
-            raise ValueError(f"an entropy ahead at {position} must follow the {len(self.patches)} known ones")
+            raise ValueError(f"entropies ahead at {position} must follow the {len(self.patches)} known ones")
         if self.entropy_model is not None:
-            self._observe("entropy", role, 1, position, self.entropy_model.config.window)
-            self.ent_cache.length = position + 1
-        self.push_entropies(None if value is None else [value], 1)
+            self.ent_cache.length = position + t
+        self.push_entropies(values, t)
 
     # -- extending -----------------------------------------------------------------------------
     def append(self, ids: Sequence[int], role: str = "step") -> torch.Tensor:
@@ -315,8 +373,6 @@ class IncrementalBLT:
     def _commit(self, t: int, role: str) -> int:
         if t < 1:
             raise ValueError("extend needs at least one position")
-        if self.drafted:
-            raise ValueError("discard the draft before extending")
         p0 = self.length
         if len(self.patches) < p0 + t:
             raise ValueError("push the entropies of positions before running them")
@@ -384,7 +440,7 @@ class IncrementalBLT:
         if n == 1:
             patch_ids = self.zero_patch[:, : b - a]
         else:
-            patch_ids = _to_device([[j for j in range(n) for _ in range(begins[first + j + 1] - begins[first + j])]],
+            patch_ids = to_device([[j for j in range(n) for _ in range(begins[first + j + 1] - begins[first + j])]],
                                    self.device)
         slots = self.model.local_encoder.pool(self.enc_states[:, a:b], patch_ids, n)
         self._observe("global", role, n, self.glob_cache.length, None)
@@ -423,23 +479,6 @@ class IncrementalBLT:
         logits = self._decode(x, p0, role, plan, wanted)
         self.dec_cache.length = s
         return (logits[:t] if t else None), logits[t:]
-
-    # -- drafting (BLT-S) ----------------------------------------------------------------------
-    def draft(self, x: torch.Tensor, role: str = "draft") -> torch.Tensor:
-        """Write the draft byte x (device [1]) at the next position and run encoder + decoder over it,
-        reading the last known latent, patch boundaries ignored; logits [1, V]. Nothing is committed:
-        `discard_draft` rolls the encoder and decoder back."""
-        if self.n_latents == 0:
-            raise ValueError("drafting needs a latent: extend with the prompt first")
-        p = self.length + self.drafted
-        self.write(x, p)
-        self.drafted += 1
-        h = self._encode(p, 1, role)
-        return self._decode(h, p, role, wanted=[self.n_latents - 1])
-
-    def discard_draft(self) -> None:
-        self.drafted = 0
-        self.enc_cache.length = self.dec_cache.length = self.length
 
     # -- rolling back --------------------------------------------------------------------------
     def truncate(self, length: int) -> None:

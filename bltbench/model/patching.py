@@ -71,6 +71,10 @@ class PatchState:
         """Patches complete once `length` positions are in: those a later start closes."""
         return self.counts[length] - 1
 
+    def last_complete(self, lengths: range) -> list[int]:
+        """The last complete patch once each of `lengths` positions are in (-1: none yet)."""
+        return [self.complete(length) - 1 for length in lengths]
+
     def latent_of(self, position: int) -> int:
         """The latent the decoder at `position` reads: the patch of byte position + 1, minus one."""
         return self.counts[position + 1] - 2

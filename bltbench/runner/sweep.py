@@ -200,7 +200,7 @@ def _scoring_record(spec: MethodSpec, task: ScoringTask, scored: Scored, bundle,
     """A scoring task's per-sample record: scores, what the task kept, and what the scoring passes
     cost (NFEs by component, sequences run, bytes scored, bandwidth of the weights they read)."""
     u = scored.usage
-    bw = price(u.calls, own_params(bundle))
+    bw = price(u.counted, own_params(bundle))
     return {
         "method": spec.label,
         "task": task.name,
@@ -209,8 +209,8 @@ def _scoring_record(spec: MethodSpec, task: ScoringTask, scored: Scored, bundle,
         "settings": _settings(spec),
         "score": scored.score,
         "detail": scored.detail,
-        "nfe": Meter.nfe(u.calls),
-        "positions": Meter.positions(u.calls),
+        "nfe": Meter.nfe(u.counted),
+        "positions": Meter.positions(u.counted),
         "sequences": u.sequences,
         "bytes_scored": u.bytes_scored,
         "bytes_generated": u.bytes_generated,
@@ -218,7 +218,7 @@ def _scoring_record(spec: MethodSpec, task: ScoringTask, scored: Scored, bundle,
         "bandwidth_gb_ext": bw.extended_gb,
         "bandwidth_gb_kv": bw.kv_gb,
         "projected": {name: {"bandwidth_gb": p.paper_gb, "bandwidth_gb_ext": p.extended_gb, "bandwidth_gb_kv": p.kv_gb}
-                      for name, p in ((name, price(u.calls, profile(name))) for name in projections)},
+                      for name, p in ((name, price(u.counted, profile(name))) for name in projections)},
         "wall_s": u.wall_s,
         "time": time.time(),
     }

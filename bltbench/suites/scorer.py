@@ -38,6 +38,11 @@ class Usage:
     bytes_generated: int = 0
     wall_s: float = 0.0
 
+    @property
+    def counted(self) -> list[Call]:
+        """The calls the method's NFEs and bandwidth count (not work run ahead and then discarded)."""
+        return [c for c in self.calls if not c.discarded]
+
 
 def cut_at(text: str, stops: list[str] | tuple[str, ...]) -> str:
     """`text` up to the first occurrence of any stop string."""
