@@ -11,10 +11,27 @@ import typer
 
 from bltbench.errors import BltbenchError
 
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings=HELP_OPTIONS,
                   help="Measure what byte-level generation with BLT, BLT-D, BLT-S and BLT-DV costs.")
-bench_app = typer.Typer(no_args_is_help=True, help="Speed benchmarks, measured side by side in one run.")
+bench_app = typer.Typer(no_args_is_help=True, context_settings=HELP_OPTIONS,
+                        help="Speed benchmarks, measured side by side in one run.")
 app.add_typer(bench_app, name="bench")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bltbench import __version__
+
+        typer.echo(f"bltbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_print_version,
+                                       help="Print the version and exit.")) -> None:
+    """Measure what byte-level generation with BLT, BLT-D, BLT-S and BLT-DV costs."""
 
 
 def _console():
@@ -80,10 +97,10 @@ def generate_cmd(
     method: str = typer.Option("blt", "--method", help="blt, blt-s, blt-d or blt-dv (or blt-s-K, blt-d-B, blt-dv-B)."),
     recompute: bool = typer.Option(False, "--recompute", help="Official-style: re-patch and rerun the whole model per byte."),
     k: Optional[int] = typer.Option(None, "--k", help="BLT-S draft length (default 8)."),
-    block: int = typer.Option(8, "--block", help="BLT-D / BLT-DV block size: 4, 8 or 16."),
-    sampler_name: str = typer.Option("confidence", "--sampler", help="BLT-D unmasking rule: confidence, entropy or eb."),
-    alpha: float = typer.Option(0.7, "--alpha", help="Confidence threshold (confidence sampler)."),
-    gamma: float = typer.Option(1.5, "--gamma", help="Entropy budget in nats (entropy / eb samplers)."),
+    block: Optional[int] = typer.Option(None, "--block", help="BLT-D / BLT-DV block size: 4, 8 or 16 (default 8)."),
+    sampler_name: Optional[str] = typer.Option(None, "--sampler", help="BLT-D unmasking rule: confidence (default), entropy or eb."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Confidence threshold (confidence sampler; default 0.7)."),
+    gamma: Optional[float] = typer.Option(None, "--gamma", help="Entropy budget in nats (entropy / eb samplers; default 1.5)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Override the weights: blt or blt-d."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt text (UTF-8)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt's raw bytes from a file."),
@@ -103,14 +120,12 @@ def generate_cmd(
 ) -> None:
     """Generate bytes from a prompt, metered."""
     from bltbench.cli.prompts import read_prompt
-    from bltbench.decoding.diffusion import DiffusionConfig
-    from bltbench.decoding.methods import parse_method
+    from bltbench.decoding.methods import method_with_options
     from bltbench.decoding.sampling import SamplingConfig
     from bltbench.instrumentation.measure import measure
-    from bltbench.instrumentation.params import profile
     from bltbench.model.ids import encode_prompt
 
-    spec = parse_method(method, k, recompute, DiffusionConfig(block, sampler_name, alpha, gamma), weights)
+    spec = method_with_options(method, recompute, weights, k, block, sampler_name, alpha, gamma)
     if max_bytes < 0:
         raise BltbenchError(f"--max-bytes must be >= 0, got {max_bytes}")
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
@@ -407,7 +422,8 @@ def eval_bpb_cmd(
 
 @app.command("run")
 def run_cmd(
-    suite_path: Path = typer.Argument(Path("suites/default.yaml"), metavar="[SUITE.yaml]"),
+    suite_path: Path = typer.Argument(Path("default"), metavar="[SUITE]",
+                                      help="A suite file, or a shipped suite's name (bltbench suites lists them)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default results/<suite>-<time>)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many samples per task."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
@@ -450,19 +466,74 @@ def run_cmd(
         suite = dataclasses.replace(suite, timing=Timing(repeats or suite.timing.repeats, threads or suite.timing.threads))
     folder = out or Path("results") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     console = _console()
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[last]}"))
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task(f"run {suite.name}", total=None, last="")
-        result = run_suite(
-            suite, folder, limit, resume, _device(device), str(data_dir) if data_dir else None,
-            on_sample=lambda what: progress.update(bar, advance=1, last=what),
-            on_plan=lambda total: progress.update(bar, total=total), compile=compile, device_profile=device_profile,
-        )
+    sweep = lambda on_sample, on_plan: run_suite(  # noqa: E731
+        suite, folder, limit, resume, _device(device), str(data_dir) if data_dir else None,
+        on_sample=on_sample, on_plan=on_plan, compile=compile, device_profile=device_profile)
+    if console.is_terminal:
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[last]}"))
+        with Progress(*columns, console=console) as progress:
+            bar = progress.add_task(f"run {suite.name}", total=None, last="")
+            result = sweep(lambda what: progress.update(bar, advance=1, last=what),
+                           lambda total: progress.update(bar, total=total))
+    else:  # piped or logged: a line now and then, with an ETA, instead of a bar nobody sees
+        log = ProgressLog(f"run {suite.name}", lambda line: print(line, file=sys.stderr, flush=True))
+        result = sweep(log.advance, log.plan)
+        log.finish()
     console.print(f"{result.written} samples written, {result.skipped} already done")
     console.print(f"results: {folder / 'records.jsonl'}")
     console.print(f"summary: {folder / 'summary.json'} and {folder / 'summary.csv'}")
     console.print(f"report: bltbench report {folder}")
+
+
+class ProgressLog:
+    """Progress as periodic log lines (at most one per `every_s`, and the last), each with an ETA."""
+
+    def __init__(self, title: str, emit, every_s: float = 10.0) -> None:
+        import time
+
+        self.title, self.emit, self.every_s = title, emit, every_s
+        self.clock = time.monotonic
+        self.start = self.last_line = self.clock()
+        self.total: int | None = None
+        self.done = 0
+
+    def plan(self, total: int) -> None:
+        self.total = total
+        self.emit(f"{self.title}: {total} samples to go through")
+
+    def advance(self, what: str) -> None:
+        self.done += 1
+        now = self.clock()
+        if now - self.last_line >= self.every_s:
+            self.last_line = now
+            self.emit(self.line(what, now))
+
+    def line(self, what: str, now: float) -> str:
+        elapsed = now - self.start
+        if self.total:
+            eta = elapsed / max(self.done, 1) * (self.total - self.done)
+            return (f"{self.title}: {self.done}/{self.total} ({self.done / self.total:.0%}), "
+                    f"{_clock(elapsed)} elapsed, ETA {_clock(eta)}; last: {what}")
+        return f"{self.title}: {self.done} done, {_clock(elapsed)} elapsed; last: {what}"
+
+    def finish(self) -> None:
+        self.emit(f"{self.title}: {self.done} done in {_clock(self.clock() - self.start)}")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+@app.command("suites")
+def suites_cmd() -> None:
+    """List the suites bltbench ships (run one by name from any folder: bltbench run smoke)."""
+    from bltbench.runner.suite import shipped_suites, suite_description
+
+    for name, path in shipped_suites().items():
+        typer.echo(f"{name:10s} {suite_description(path)}  ({path.resolve()})")
 
 
 @app.command("check")

@@ -117,6 +117,36 @@ def parse_method(
     return spec
 
 
+def method_with_options(text: str, recompute: bool = False, weights: str | None = None, k: int | None = None,
+                        block: int | None = None, sampler: str | None = None, alpha: float | None = None,
+                        gamma: float | None = None) -> MethodSpec:
+    """A method named on the command line plus the options given beside it: an option the method does
+    not take, or one that contradicts what its name says (`blt-s-8 --k 4`), is an error, not dropped."""
+    named = parse_method(text, weights=weights)
+    given = {"--k": k, "--block": block, "--sampler": sampler, "--alpha": alpha, "--gamma": gamma}
+    takes = {"blt-s": {"--k"}, "blt-d": {"--block", "--sampler", "--alpha", "--gamma"}, "blt-dv": {"--block"}}
+    for option, value in given.items():
+        if value is not None and option not in takes.get(named.name, set()):
+            raise BltbenchError(f"{option} does not apply to {named.name}")
+    if k is not None and re.fullmatch(r"blt-s-\d+", text.strip()) and k != named.k:
+        raise BltbenchError(f"{text} already sets k = {named.k}; --k {k} contradicts it (drop one)")
+    d = named.diffusion
+    if d is not None:
+        said = re.fullmatch(r"blt-dv?(-\d+)?(@\w+=.+)?", text.strip())
+        if block is not None and said and said.group(1) and block != d.block:
+            raise BltbenchError(f"{text} already sets block {d.block}; --block {block} contradicts it (drop one)")
+        if said and said.group(2) and (sampler is not None or alpha is not None or gamma is not None):
+            raise BltbenchError(f"{text} already sets its sampler; drop --sampler/--alpha/--gamma or the @setting")
+        config = DiffusionConfig(block if block is not None else d.block, SAMPLER_ALIASES.get(sampler, sampler) or d.sampler,
+                                 d.alpha if alpha is None else alpha, d.gamma if gamma is None else gamma)
+        if sampler is not None and sampler not in SAMPLER_ALIASES:
+            raise BltbenchError(f"unknown sampler {sampler!r} (confidence, entropy or eb)")
+        named = replace(named, diffusion=config)
+    named = replace(named, k=k if k is not None and named.name == "blt-s" else named.k, recompute=recompute)
+    named.validate()
+    return named
+
+
 def context(spec: MethodSpec, bundle: ModelBundle, observer: CallObserver | None = None,
             steps: str = "eager") -> DecodeContext:
     """What a method runs on: the weights it names, the bundle's entropy model and patching."""

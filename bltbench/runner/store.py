@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import yaml
@@ -29,15 +30,100 @@ def record_key(record: dict) -> tuple[str, str, str]:
     return record["method"], record["task"], record["sample_id"]
 
 
+LOCK = ".lock"
+
+
+def check_run_folder(folder: Path, resume: bool) -> None:
+    """Refuse, before anything is loaded or written, a folder a run cannot go to: a file, a folder that
+    holds something other than a run, a run without --resume, nothing to resume."""
+    if folder.exists() and not folder.is_dir():
+        raise BltbenchError(f"--out {folder} is a file; a run goes to a folder")
+    existing = (folder / RECORDS).exists() or (folder / SUITE).exists()
+    if existing and not resume:
+        raise BltbenchError(f"run folder {folder} already holds a run; pass --resume to continue it, or another --out")
+    if resume and not existing:
+        raise BltbenchError(f"nothing to resume in {folder}")
+    if not existing and folder.exists() and any(p.name != LOCK for p in folder.iterdir()):
+        raise BltbenchError(f"--out {folder} is a folder that holds no bltbench run; give a new or empty folder")
+
+
+def claim_run_folder(folder: Path, resume: bool) -> "RunLock":
+    """Check the folder a run goes to and lock it, before anything is loaded: a bad --out, or a folder
+    another sweep is writing, costs nothing. A folder made here and left holding only the lock is
+    removed again by `RunLock.release(abandon=True)`."""
+    check_run_folder(folder, resume)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunLock(folder)
+    except BltbenchError:
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    lock.created = created
+    return lock
+
+
+class RunLock:
+    """An advisory lock on a run folder while a sweep writes it (released when the process ends, however
+    it ends); a second sweep on the folder is refused with the holder's pid."""
+
+    def __init__(self, folder: Path) -> None:
+        import fcntl
+
+        self.path = folder / LOCK
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            raise BltbenchError(f"run folder {folder} is being written by another bltbench run (pid {holder}); "
+                                "wait for it to finish") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    created = False  # the folder was made for this run
+
+    def release(self, abandon: bool = False) -> None:
+        """Drop the lock; with `abandon` (the run failed before writing anything), also remove a folder
+        made for it that holds nothing but the lock."""
+        if self.fd == -1:
+            return
+        os.ftruncate(self.fd, 0)
+        os.close(self.fd)  # closing drops the lock
+        self.fd = -1
+        folder = self.path.parent
+        if abandon and self.created and [p.name for p in folder.iterdir()] == [LOCK]:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class RunStore:
-    def __init__(self, folder: Path, suite_source: dict, resume: bool) -> None:
+    def __init__(self, folder: Path, suite_source: dict, resume: bool, lock: RunLock | None = None) -> None:
+        """The run in `folder`, locked (by `lock`, taken earlier by the caller, or here)."""
         self.folder = folder
         self.records_path = folder / RECORDS
-        existing = self.records_path.exists() or (folder / SUITE).exists()
-        if existing and not resume:
-            raise BltbenchError(f"run folder {folder} already holds a run; pass --resume to continue it, or another --out")
-        if resume and not existing:
-            raise BltbenchError(f"nothing to resume in {folder}")
+        if lock is None:
+            check_run_folder(folder, resume)
+            folder.mkdir(parents=True, exist_ok=True)
+        self.lock = lock or RunLock(folder)
+        try:
+            self._open(suite_source, resume)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _open(self, suite_source: dict, resume: bool) -> None:
+        folder = self.folder
         if resume:
             try:
                 previous = yaml.safe_load((folder / SUITE).read_text(encoding="utf-8"))

@@ -118,6 +118,15 @@ def parse_suite(raw: Any, where: str) -> Suite:
     for key in ("name", "model", "methods", "tasks"):
         if key not in raw:
             raise BltbenchError(f"{where}: missing field {key!r}")
+    for key in ("name", "model"):
+        if not isinstance(raw[key], str) or not raw[key].strip():
+            raise BltbenchError(f"{where}: {key} must be a non-empty string, got {raw[key]!r}")
+    if not all(c.isalnum() or c in "-_." for c in raw["name"]):
+        raise BltbenchError(f"{where}: name {raw['name']!r} may hold letters, digits, '-', '_' and '.' only "
+                            "(it names the run's folder)")
+    for key in ("description", "data_dir"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise BltbenchError(f"{where}: {key} must be a string, got {raw[key]!r}")
     if not isinstance(raw["methods"], list) or not raw["methods"]:
         raise BltbenchError(f"{where}: methods must be a non-empty list")
     if not isinstance(raw["tasks"], list) or not raw["tasks"]:
@@ -177,11 +186,51 @@ def parse_suite(raw: Any, where: str) -> Suite:
                  raw.get("data_dir"), raw, compile, _timing(raw.get("timing"), where), str(dtype), buckets)
 
 
+SHIPPED = Path(__file__).resolve().parent.parent / "suites" / "shipped"  # the repository's suites/, as package data
+
+
+def shipped_suites() -> dict[str, Path]:
+    """The suites bltbench ships, by name (file stem)."""
+    return {p.stem: p for p in sorted(SHIPPED.glob("*.yaml"))}
+
+
+def suite_description(path: Path) -> str:
+    """A suite's `description:` field, else its first comment line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return ""
+    if isinstance(raw, dict) and isinstance(raw.get("description"), str):
+        return raw["description"].strip()
+    comments = [line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")]
+    return comments[0] if comments else ""
+
+
+def resolve_suite(name_or_path: str | Path) -> Path:
+    """A suite file: the path when it exists, else a shipped suite's name (`default`, `smoke.yaml`),
+    found from any working directory."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = shipped_suites()
+    stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    if path.parent in (Path("."), Path("suites")) and stem in shipped:
+        return shipped[stem]
+    raise BltbenchError(f"no suite {str(name_or_path)!r}: not a file, nor a shipped suite "
+                        f"(shipped: {', '.join(shipped) or 'none'})")
+
+
 def load_suite(path: Path) -> Suite:
+    path = resolve_suite(path)
+    if path.is_dir():
+        raise BltbenchError(f"cannot read suite {path}: it is a folder")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise BltbenchError(f"cannot read suite {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise BltbenchError(f"suite {path} is not UTF-8 text (a suite is a YAML file)") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

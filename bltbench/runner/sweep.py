@@ -27,7 +27,7 @@ from bltbench.instrumentation.params import profile
 from bltbench.instrumentation.timing import fixed_threads, interleaved
 from bltbench.model.checkpoint import load_model
 from bltbench.model.ids import encode_prompt
-from bltbench.runner.store import RunStore
+from bltbench.runner.store import RunStore, claim_run_folder
 from bltbench.runner.suite import Suite
 from bltbench.suites.data import DataSource
 from bltbench.suites.scorer import Scorer
@@ -65,11 +65,20 @@ def run_suite(
     """Every method over every task's samples; `compile` (or the suite's `compile: true`) runs
     one-position steps compiled; the suite's `timing:` sets repeats and torch's thread count (restored
     after the run)."""
-    with fixed_threads(suite.timing.threads):
-        return _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, compile, device_profile)
+    lock = claim_run_folder(folder, resume)  # before data and the model load: a bad --out costs nothing
+    try:
+        with fixed_threads(suite.timing.threads):
+            result = _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, compile,
+                            device_profile, lock)
+    except BaseException:
+        lock.release(abandon=True)
+        raise
+    lock.release()
+    return result
 
 
-def _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, compile, device_profile) -> SweepResult:
+def _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, compile, device_profile,
+           lock) -> SweepResult:
     steps = "compiled" if compile or suite.compile else "eager"
     data = DataSource(data_dir or suite.data_dir)
     plan: list[tuple[object, object, list[Sample]]] = []
@@ -80,7 +89,7 @@ def _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, c
     bundle = load_model(suite.model, device, suite.dtype, suite.hash_buckets, suite.weights)
     for spec in suite.methods:
         spec.validate(bundle)
-    store = RunStore(folder, suite.source, resume)
+    store = RunStore(folder, suite.source, resume, lock)  # released by run_suite
     if on_plan:
         on_plan(len(suite.methods) * sum(len(s) for _, _, s in plan))
     written = skipped = 0
