@@ -158,3 +158,23 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(capsys, tmp_path):
     code, out, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "new" / "run"), "--data-dir", data)
     _one_error_line(code, out, err, "unknown preset")
     assert not (tmp_path / "new" / "run").exists()
+
+
+@pytest.mark.parametrize("edit,fragment", [
+    (lambda c: c.update(d_local="wide"), "d_local must be an integer, got 'wide'"),
+    (lambda c: c.update(hash_sizes="345"), "hash_sizes must be a list of integers"),
+    (lambda c: c["patching"].update(threshold="high"), "patching.threshold must be a finite number"),
+    (lambda c: c["patching"].update(monotonic=1), "patching.monotonic must be true or false"),
+    (lambda c: c.update(local_window=1.5), "local_window must be an integer or null"),
+    (lambda c: c.update(d_global=-4), "d_global must be at least 1"),
+    (lambda c: c.update(entropy=[1, 2]), "entropy must be a mapping"),
+])
+def test_a_config_field_of_the_wrong_type_is_one_line(capsys, tmp_path, micro, edit, fragment):
+    from bltbench.model.checkpoint import save_bundle
+
+    folder = save_bundle(micro, tmp_path / "model")
+    manifest = json.loads((folder / "bltbench.json").read_text())
+    edit(manifest["config"])
+    (folder / "bltbench.json").write_text(json.dumps(manifest))
+    code, out, err = run_cli(capsys, "generate", "--model", str(folder), "--prompt", "x")
+    _one_error_line(code, out, err, fragment)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +115,21 @@ class BLTConfig:
         ):
             if heads < 1 or dim % heads:
                 raise BltbenchError(f"{name} width {dim} is not divisible by {heads} heads")
+        sizes = {"d_local": self.d_local, "n_layers_decoder": self.n_layers_decoder, "d_global": self.d_global,
+                 "n_layers_global": self.n_layers_global, "vocab_size": self.vocab_size,
+                 "entropy.dim": self.entropy.dim, "entropy.n_layers": self.entropy.n_layers}
+        optional = {"ffn_local": self.ffn_local, "ffn_global": self.ffn_global, "local_window": self.local_window,
+                    "entropy.ffn_dim": self.entropy.ffn_dim, "entropy.window": self.entropy.window,
+                    "entropy.context_restart": self.entropy.context_restart}
+        for name, value in [*sizes.items(), *((k, v) for k, v in optional.items() if v is not None)]:
+            if value < 1:
+                raise BltbenchError(f"model config field {name} must be at least 1, got {value}")
+        if self.n_layers_encoder < 0:
+            raise BltbenchError(f"model config field n_layers_encoder must be >= 0, got {self.n_layers_encoder}")
+        for name, value in (("rope_theta", self.rope_theta), ("norm_eps", self.norm_eps),
+                            ("entropy.rope_theta", self.entropy.rope_theta), ("entropy.norm_eps", self.entropy.norm_eps)):
+            if not value > 0:
+                raise BltbenchError(f"model config field {name} must be positive, got {value}")
         if self.cross_attn_k < 1:
             raise BltbenchError(f"cross_attn_k must be at least 1, got {self.cross_attn_k}")
         if self.hash_buckets < 1 or any(n < 1 for n in self.hash_sizes):
@@ -126,11 +143,18 @@ class BLTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BLTConfig":
+        if not isinstance(data, dict):
+            raise BltbenchError(f"malformed model config: expected a mapping, got {type(data).__name__}")
         data = dict(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise BltbenchError(f"unknown model config fields: {', '.join(sorted(unknown))}")
+        for key, kind in (("patching", PatchingConfig), ("entropy", EntropyModelConfig)):
+            if not isinstance(data.get(key, {}), dict):
+                raise BltbenchError(f"model config field {key} must be a mapping, got {data[key]!r}")
+            check_field_types(kind, data.get(key, {}), f"{key}.")
+        check_field_types(cls, {k: v for k, v in data.items() if k not in ("patching", "entropy")})
         try:
             patching = PatchingConfig(**data.pop("patching", {}))
             entropy = EntropyModelConfig(**data.pop("entropy", {}))
@@ -142,6 +166,43 @@ class BLTConfig:
             raise BltbenchError(f"malformed model config: {exc}") from None
         config.validate()
         return config
+
+
+def _matches(value: Any, kind: Any) -> bool:
+    """Whether a JSON value fits a field annotation (int, float, bool, str, X | None, tuple[int, ...])."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is str:
+        return isinstance(value, str)
+    if typing.get_origin(kind) is tuple:
+        return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value)
+    return True
+
+
+def _describe(kind: Any) -> str:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(kind))
+    if typing.get_origin(kind) is tuple:
+        return "a list of " + {int: "integers", float: "numbers"}.get(typing.get_args(kind)[0], "values")
+    return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string",
+            type(None): "null"}.get(kind, str(kind))
+
+
+def check_field_types(cls: type, data: dict[str, Any], prefix: str = "") -> None:
+    """Type-check a config mapping against a dataclass's annotations, in one error line per field."""
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if key in hints and not _matches(value, hints[key]):
+            raise BltbenchError(f"model config field {prefix}{key} must be {_describe(hints[key])}, got {value!r}")
 
 
 def _tiny() -> BLTConfig:
