@@ -244,3 +244,27 @@ def test_a_stop_string_leaves_the_round_only_the_bytes_it_kept():
     out = Output(DecodeRequest(encode_prompt(b"x"), 10, Sampler(SamplingConfig()), StopStrings(["b"])))
     out.commit(encode_prompt(b"abcd")[1:])
     assert out.ids == encode_prompt(b"a")[1:] and out.committed == [1] and out.stopped
+
+
+@pytest.mark.parametrize("method", ["blt", "blt-s-4", "blt-d-4@confidence=0.5", "blt-dv-4"])
+def test_a_prompt_prefilled_in_chunks_decodes_as_one_prefilled_whole(micro, monkeypatch, method):
+    """Long prompts prefill in chunks (attention masks [chunk, length], not [T, T]); the caches they
+    leave are the ones a single call leaves."""
+    import bltbench.decoding.core as core
+
+    prompt = encode_prompt(bytes(range(32, 127)) * 3)  # 286 positions: chunks of 64 end mid-patch
+    whole = decode(micro, method, prompt, 24)
+    monkeypatch.setattr(core, "PREFILL_CHUNK", 64)
+    calls: list = []
+    chunked = decode(micro, method, prompt, 24, observer=calls.append)
+    assert chunked.output_ids == whole.output_ids and chunked.patch_lengths == whole.patch_lengths
+    prefill = [c for c in calls if c.role == "prefill" and c.component == "encoder"]
+    assert [c.positions for c in prefill] == [64, 64, 64, 64, len(prompt) - 1 - 256]
+
+
+def test_a_request_too_large_for_memory_is_one_line_before_any_allocation(micro, monkeypatch):
+    import bltbench.model.incremental as incremental
+
+    monkeypatch.setattr(incremental, "available_bytes", lambda device: 50_000_000)
+    with pytest.raises(CacheOverflow, match=r"needs .* GB of caches, but 0.1 GB is free"):
+        decode(micro, "blt", encode_prompt(b"x" * 20_000), 8)

@@ -348,3 +348,30 @@ def test_bpb_flores_eng_reproduces_the_bundled_model_card(data):
     scored = list(task.evaluate(Scorer(load_model("tiny", "cpu"), parse_method("blt-s-8")), samples))
     agg = task.aggregate(samples, [s.score for s in scored])
     assert agg["text_bytes"] == card["bytes"] and agg["bpb"] == pytest.approx(card["bpb"], abs=2e-3)
+
+
+@pytest.mark.slow  # 35 s: lm-eval's CLI indexes its own task configs first
+@needs_data
+def test_bltbench_lm_eval_runs_the_stock_cli_and_equals_the_sweep(capsys, tmp_path, monkeypatch, data):
+    """`bltbench lm-eval` is lm-eval's own command line: `--tasks arc_easy` runs on the local config and
+    data, and its accuracies on the first rows equal what the sweep's arc-easy task scores there."""
+    from conftest import run_cli
+
+    monkeypatch.setenv("BLTBENCH_DATA", str(DATA))
+    args = ["lm-eval", "--model", "bltbench", "--model_args", "model=tiny,method=blt-s-4,device=cpu",
+            "--tasks", "arc_easy", "--limit", "3", "--output_path", str(tmp_path / "out")]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "bltbench_arc_easy (data from BLTBENCH_DATA" in err
+    results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())["results"]["bltbench_arc_easy"]
+    from bltbench.model.checkpoint import load_model
+
+    task = get_task("arc-easy")
+    samples = task.samples(data, limit=3)
+    scored = [s.score for s in task.evaluate(Scorer(load_model("tiny", "cpu"), parse_method("blt-s-4")), samples)]
+    for metric in ("acc", "acc_norm", "acc_bytes"):
+        assert results[f"{metric},none"] == pytest.approx(sum(s[metric] for s in scored) / 3), metric
+    code, out, err = run_cli(capsys, *[a if a != "model=tiny,method=blt-s-4,device=cpu" else "model=tiny,device=cuda:7"
+                                       for a in args])
+    if not torch.cuda.is_available():
+        assert code == 2 and err.strip().splitlines()[-1].startswith("error: device 'cuda:7' was asked for")

@@ -178,3 +178,29 @@ def test_a_config_field_of_the_wrong_type_is_one_line(capsys, tmp_path, micro, e
     (folder / "bltbench.json").write_text(json.dumps(manifest))
     code, out, err = run_cli(capsys, "generate", "--model", str(folder), "--prompt", "x")
     _one_error_line(code, out, err, fragment)
+
+
+def test_the_readme_python_example_runs(capsys):
+    """The README's Python API example, exactly as written there."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Python API"):]
+    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(example, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and "'blt-s-8'" in out[1] and out[2].startswith("a prompt is a str")
+
+
+def test_measure_takes_text_and_refuses_other_prompts(micro):
+    from bltbench.decoding.methods import parse_method
+    from bltbench.decoding.sampling import SamplingConfig
+    from bltbench.instrumentation.measure import measure
+    from bltbench.model.ids import encode_prompt
+
+    as_text = measure(parse_method("blt"), micro, "Grüße", 8, SamplingConfig())
+    as_ids = measure(parse_method("blt"), micro, encode_prompt("Grüße".encode()), 8, SamplingConfig())
+    assert as_text.generation.output_ids == as_ids.generation.output_ids
+    for bad in (3.5, [70, 71], "", [999, 3], [True, 70]):
+        with pytest.raises(BltbenchError):
+            measure(parse_method("blt"), micro, bad, 8, SamplingConfig())

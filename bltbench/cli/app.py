@@ -527,6 +527,30 @@ def _clock(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+@app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                          "help_option_names": []}, add_help_option=False)
+def lm_eval_cmd(ctx: typer.Context) -> None:
+    """lm-eval's own command line with the bltbench model registered and bltbench's local task configs
+    on its include path (a task with a local config, such as arc_easy, reads the data directory:
+    nothing is downloaded). Example: bltbench lm-eval --model bltbench --model_args
+    model=tiny,method=blt-d-8,device=cpu --tasks arc_easy --limit 8"""
+    from bltbench.suites.lm_eval_local import lm_eval_argv
+
+    import bltbench.suites.lm_eval_model  # noqa: F401  (registers "bltbench" with lm-eval)
+    from lm_eval.__main__ import cli_evaluate
+
+    argv = lm_eval_argv(list(ctx.args), lambda note: typer.echo(note, err=True))
+    saved = sys.argv
+    sys.argv = ["lm-eval", *argv]
+    try:
+        cli_evaluate()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise BltbenchError(f"lm-eval exited with status {exc.code}") from None
+    finally:
+        sys.argv = saved
+
+
 @app.command("suites")
 def suites_cmd() -> None:
     """List the suites bltbench ships (run one by name from any folder: bltbench run smoke)."""

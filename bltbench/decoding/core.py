@@ -32,6 +32,7 @@ from bltbench.model.incremental import CallObserver, IncrementalBLT
 
 STEP_MODES = ("eager", "fixed", "compiled")
 COMPILED_CAPACITY_STEP = 256  # compiled sessions round their caches up, so few shapes ever compile
+PREFILL_CHUNK = 1024  # prompt positions per prefill call: attention masks stay [chunk, length], never [T, T]
 
 
 def to_host(*parts: torch.Tensor) -> list[list[float]]:
@@ -99,9 +100,10 @@ class DecodeContext:
         if self.steps == "compiled":
             state.steps.warm()
         state.write(prompt, 0)
-        state.place_patches(len(prompt), "prefill")
-        if len(prompt) > 1:
-            state.extend(len(prompt) - 1, "prefill")
+        for end in range(PREFILL_CHUNK, len(prompt) + PREFILL_CHUNK, PREFILL_CHUNK):
+            state.place_patches(min(end, len(prompt)), "prefill")
+        for start in range(0, len(prompt) - 1, PREFILL_CHUNK):
+            state.extend(min(PREFILL_CHUNK, len(prompt) - 1 - start), "prefill")
         request.clock.mark("prefill")
         return state
 

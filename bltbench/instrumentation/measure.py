@@ -16,7 +16,7 @@ from bltbench.instrumentation.roofline import CallCost, Roofline
 from bltbench.instrumentation.timing import timed
 from bltbench.model.build import dtype_name, parse_dtype
 from bltbench.model.bundle import ModelBundle
-from bltbench.model.ids import OFFSET
+from bltbench.model.ids import prompt_ids as prompt_ids_of, OFFSET
 
 _warmed: set[tuple] = set()
 
@@ -151,7 +151,9 @@ def measure(
     steps: str = "eager",
     roofline: Roofline | None = None,
 ) -> Measurement:
-    """One metered, timed generation; with a `roofline`, its generation calls are priced in seconds too."""
+    """One metered, timed generation; with a `roofline`, its generation calls are priced in seconds too.
+    The prompt is ids starting with BOS, or text / bytes."""
+    prompt_ids = prompt_ids_of(prompt_ids)
     warm_up(spec, bundle, device, steps, prompt_ids, max_bytes)
     meter = Meter()
     observer = meter if meter_enabled else None  # switched off: no observer at all

@@ -22,6 +22,7 @@ import weakref
 import torch
 
 from bltbench.model.blt import ByteLatentTransformer
+from bltbench.model.build import available_bytes
 from bltbench.model.config import PatchingConfig
 from bltbench.model.entropy import EntropyModel, entropy_nats
 from bltbench.model.ids import BOE
@@ -130,11 +131,29 @@ def to_device(values: list, device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
 
 
+def session_bytes(model: ByteLatentTransformer, entropy: EntropyModel | None, capacity: int) -> int:
+    """What a session's buffers take for `capacity` positions: every KV cache (the latent slots k per
+    position, a patch being at least one byte), the encoder states, ids and rotation tables."""
+    c = model.config
+    itemsize = model.local_decoder.output.weight.element_size()
+    per_position = 2 * c.d_local * (c.n_layers_encoder + c.n_layers_decoder * (1 + c.cross_attn_k))
+    per_position += 2 * c.d_global * c.n_layers_global + c.d_local
+    if entropy is not None:
+        per_position += 2 * entropy.config.dim * entropy.config.n_layers
+    rope = 4 * 2 * (c.d_local // c.n_heads_local + c.d_global // c.n_heads_global) * 2  # fp32 tables
+    return capacity * (per_position * itemsize + 8 * 3 + rope)
+
+
 def _allocate(state: "IncrementalBLT") -> dict[str, object]:
     """Every buffer a session writes, preallocated for its capacity. A patch holds at least one byte,
     so the capacity bounds the patches as well as the positions."""
     model, capacity, device = state.model, state.capacity, state.device
     entropy = state.entropy_model
+    needed, free = session_bytes(model, entropy, capacity), available_bytes(device)
+    if free is not None and needed > 0.9 * free:
+        raise CacheOverflow(f"a request of {capacity:,} positions (prompt + byte budget + slack) needs "
+                            f"{needed / 1e9:.1f} GB of caches, but {free / 1e9:.1f} GB is free on {device}: "
+                            "shorten the prompt or the budget")
     return {
         "ids": torch.full((1, state.hash_context + capacity), BOE, dtype=torch.long, device=device),
         "enc_cache": model.local_encoder.new_cache(capacity),

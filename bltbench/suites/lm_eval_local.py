@@ -83,3 +83,43 @@ def evaluate_docs(lm, name: str, task, doc_ids: list[int]) -> list[dict]:
         row["chunk_index"] = row["doc_id"]
         row["doc_id"] = doc_ids[row["doc_id"]]
     return rows
+
+
+def local_task_names() -> set[str]:
+    """The task names of the shipped configs (`bltbench_arc_easy`, ...)."""
+    import yaml
+
+    names = set()
+    for path in TASK_DIR.rglob("*.yaml"):
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8").replace("!function", ""))
+        except yaml.YAMLError:
+            continue
+        if isinstance(raw, dict) and isinstance(raw.get("task"), str):
+            names.add(raw["task"])
+        if isinstance(raw, dict) and isinstance(raw.get("group"), str):
+            names.add(raw["group"])
+    return names
+
+
+def lm_eval_argv(args: list[str], note=lambda message: None) -> list[str]:
+    """lm-eval CLI arguments with our task configs on the include path and stock task names that have a
+    local config (`arc_easy` -> `bltbench_arc_easy`) mapped to it, each mapping noted."""
+    local = local_task_names()
+    out = list(args)
+    for i, arg in enumerate(out):
+        value_at = i + 1 if arg == "--tasks" else (i if arg.startswith("--tasks=") else None)
+        if value_at is None or value_at >= len(out):
+            continue
+        prefix = "--tasks=" if arg.startswith("--tasks=") else ""
+        names = out[value_at][len(prefix):].split(",")
+        mapped = []
+        for name in names:
+            if name not in local and f"bltbench_{name}" in local:
+                note(f"{name}: bltbench's local config bltbench_{name} (data from BLTBENCH_DATA, nothing downloaded)")
+                name = f"bltbench_{name}"
+            mapped.append(name)
+        out[value_at] = prefix + ",".join(mapped)
+    if not any(a == "--include_path" or a.startswith("--include_path=") for a in out):
+        out += ["--include_path", str(TASK_DIR)]
+    return out

@@ -22,6 +22,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from bltbench.decoding.methods import parse_method
+from bltbench.errors import BltbenchError
 from bltbench.decoding.sampling import SamplingConfig
 from bltbench.suites.scorer import Scorer, ScoringConfig, Usage
 
@@ -39,14 +40,41 @@ def _grouped(requests: list) -> dict[DocKey, list[int]]:
     return groups
 
 
+def _device(device: Any) -> str:
+    """lm-eval's device (its CLI's `--device`, or `device=` in model_args): cpu unless given; CUDA asked for
+    on a machine without it is one clear error, not an assertion deep in torch."""
+    import torch
+
+    name = str(device or "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BltbenchError(f"device {name!r} was asked for, but this machine has no CUDA device "
+                            "(pass device=cpu in --model_args, or --device cpu)")
+    return name
+
+
 @register_model("bltbench")
 class BltbenchLM(LM):
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "BltbenchLM":
+        """lm-eval's model_args plus its CLI options (batch size, device); model_args win where both
+        name a setting, instead of a duplicate-argument TypeError."""
+        from lm_eval import utils
+
+        return cls.create_from_arg_obj(utils.simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "BltbenchLM":
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
+
     def __init__(self, scorer: Scorer | None = None, model: str = "tiny", method: str = "blt", device: str = "cpu",
                  batch_size: int | str | None = None, window: int | str | None = None,
                  max_gen_bytes: int | str = 256, **_: Any) -> None:
         super().__init__()
         if scorer is None:
             from bltbench.model.checkpoint import load_model
+
+            device = _device(device)
 
             config = ScoringConfig(
                 window=int(window) if window else ScoringConfig.window,
