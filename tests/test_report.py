@@ -40,7 +40,7 @@ SUITE = {
     "tasks": [{"name": "flores-fr-en", "limit": 1, "max_bytes": 8},
               {"name": "diversity", "limit": 3, "max_bytes": 12, "sampling": {"temperature": 1.0, "top_p": 0.9}}],
 }
-PLOTS = [s.key for s in SECTIONS if s.key != "summary"]
+PLOTS = [s.key for s in SECTIONS if s.key not in ("summary", "samples")]  # samples is tables only
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
@@ -82,7 +82,7 @@ def test_pdf_opens_with_one_page_per_section(rendered):
     data = (rendered / "report.pdf").read_bytes()
     assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
     pages, counts = _pdf_pages(data)
-    assert pages == len(SECTIONS) + 1 == 9
+    assert pages == len(SECTIONS) + 1 == 10
     assert counts and set(counts) == {len(SECTIONS) + 1}
     assert [p for p in rendered.iterdir() if p.name.startswith(".")] == []  # no temp file left behind
 
@@ -141,7 +141,7 @@ def _run_copy(run_dir: Path, dest: Path, keep) -> Path:
 
 
 def test_sections_without_data_say_so_and_keep_their_page(run_dir, tmp_path):
-    """No diversity task and no verifying method: the TTR section says so, the PDF keeps its 9 pages; a torn
+    """No diversity task and no verifying method: the TTR section says so, the PDF keeps its 10 pages; a torn
     last record line (a killed sweep) is left out; without summary.json quality falls back."""
     run = _run_copy(run_dir, tmp_path / "no-ttr", lambda r: r["task"] != "diversity")
     with open(run / "records.jsonl", "a") as f:
@@ -151,7 +151,11 @@ def test_sections_without_data_say_so_and_keep_their_page(run_dir, tmp_path):
     text = (tmp_path / "out" / "report.html").read_text()
     ttr = text[text.index('<section id="ttr"'):]
     assert ttr[: ttr.index("</section>")].count(NO_DATA) == 1
-    assert text.count("<img ") == len(PLOTS) - 1 and "summary.json is missing" in text
+    pareto = text[text.index('<section id="pareto"'):]
+    pareto = pareto[: pareto.index("</section>")]
+    all_floor = "<img " not in pareto  # every quality metric at 0 for every method: said in words instead
+    assert not all_floor or ("Every method scores 0 on" in pareto and NO_DATA in pareto)
+    assert text.count("<img ") == len(PLOTS) - 1 - all_floor and "summary.json is missing" in text
     assert _pdf_pages((tmp_path / "out" / "report.pdf").read_bytes())[0] == len(SECTIONS) + 1  # + wall-clock tables
 
 
@@ -307,3 +311,81 @@ def test_the_screenshot_check_catches_blank_broken_and_missing_plots(chromium, r
     problems = _plot_problems(chromium, damaged, tmp_path)
     assert [p.split(":")[0] for p in problems] == ["ttr", PLOTS[1], PLOTS[2]], problems
     assert "blank" in problems[1] and "did not load" in problems[2]
+
+
+def test_sample_outputs_show_every_method_side_by_side_escaped(run_dir, tmp_path):
+    run = _run_copy(run_dir, tmp_path / "hostile", lambda r: True)
+    lines = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    first = next(r for r in lines if r.get("kind", "generation") == "generation")
+    first["output"] = "<script>alert(1)</script>\x07bell\nnext line"
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    write_report(run, ("html",), tmp_path / "out")
+    text = (tmp_path / "out" / "report.html").read_text()
+    samples = text[text.index('<section id="samples"'):]
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;\\x07bell\\nnext line" in samples
+    shown_methods = {m for m in json.loads((run / "summary.json").read_text()) for m in [m["method"]]}
+    for method in shown_methods:
+        assert f"<th>{method}</th>" in samples, method
+    assert samples.count(f"{first['task']}: first ") == 1
+
+
+def test_quality_rests_on_n_samples_with_bootstrap_intervals_for_means():
+    import numpy as np
+
+    from bltbench.reporting.tables import bootstrap_interval
+
+    rng = np.random.default_rng(1)
+    few, many = rng.binomial(1, 0.3, 8).astype(float), rng.binomial(1, 0.3, 800).astype(float)
+    lo, hi = bootstrap_interval(few)
+    assert lo <= few.mean() <= hi and hi - lo > 0.3  # eight samples: a wide interval
+    lo2, hi2 = bootstrap_interval(many)
+    assert lo2 <= many.mean() <= hi2 and hi2 - lo2 < 0.08  # 800: narrow, near the 1.96 sigma of a mean
+    assert bootstrap_interval(np.ones(5)) == (1.0, 1.0)
+
+
+def test_quality_table_shows_n_and_intervals(rendered):
+    text = (rendered / "report.html").read_text(encoding="utf-8")
+    quality = text[text.index("Quality per task"):]
+    quality = quality[: quality.index("</table>")]
+    assert "<th>n</th>" in quality
+    assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", quality)  # a mean metric (TTR, pass@1) with its interval
+
+
+
+def test_corpus_metrics_get_n_but_no_interval(run_dir):
+    from bltbench.reporting.rundata import load_run
+    from bltbench.reporting.tables import quality, quality_uncertainty
+
+    run = load_run(run_dir)
+    q = quality(run)
+    spread = quality_uncertainty(run, q)
+    by_metric = {}
+    for (method, task, metric), (n, interval) in spread.items():
+        by_metric.setdefault(metric, []).append((n, interval))
+        assert n == run.records_per_task[task] // len(run.methods) or n > 0
+    assert all(interval is None for _, interval in by_metric["bleu"])  # corpus BLEU is no mean of sentences
+    assert all(interval is not None for _, interval in by_metric["ttr"])
+
+
+def test_duplicated_rows_are_refused_in_one_line(run_dir, tmp_path, capsys):
+    from conftest import run_cli
+
+    run = _run_copy(run_dir, tmp_path / "twice", lambda r: True)
+    lines = (run / "records.jsonl").read_text().splitlines()
+    (run / "records.jsonl").write_text("\n".join(lines + lines[:3]) + "\n")
+    code, out, err = run_cli(capsys, "report", str(run), "--out", str(tmp_path / "out"))
+    assert code == 2 and "3 duplicated (method, task, sample) row(s)" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_method_gets_a_distinct_colour_blind_safe_hue():
+    import itertools
+
+    from bltbench.reporting.plots import palette
+
+    methods = [f"m{i}" for i in range(9)]
+    colours = palette(methods)
+    distances = [sum((a - b) ** 2 for a, b in zip(colours[x], colours[y])) ** 0.5
+                 for x, y in itertools.combinations(methods, 2)]
+    assert min(distances) > 0.15
+    assert palette(methods[:3]) == {m: colours[m] for m in methods[:3]}  # a method keeps its colour

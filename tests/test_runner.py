@@ -231,3 +231,27 @@ def test_check_guards_decode_time_only_against_the_same_device_profile(tmp_path)
             check(slower, base, tolerance=bad)
         with pytest.raises(BltbenchError, match="finite number"):
             check(slower, base, decode_tolerance=bad)
+
+
+def test_check_refuses_a_baseline_of_another_suite_model_or_tasks(capsys, tmp_path):
+    import yaml
+
+    baseline = Path(__file__).resolve().parents[1] / "suites" / "baselines" / "smoke.json"
+    rows = json.loads(baseline.read_text())
+    run, base = tmp_path / "run", tmp_path / "base"
+    for folder, suite in ((run, {"name": "smoke", "model": "random:tiny"}), (base, {"name": "smoke", "model": "random:tiny"})):
+        folder.mkdir()
+        (folder / "summary.json").write_text(json.dumps(rows))
+        (folder / "suite.yaml").write_text(yaml.safe_dump(suite))
+    assert run_cli(capsys, "check", str(run), "--baseline", str(base))[0] == 0
+    (base / "suite.yaml").write_text(yaml.safe_dump({"name": "smoke", "model": "tiny"}))
+    code, out, err = run_cli(capsys, "check", str(run), "--baseline", str(base))
+    assert code == 2 and "from model 'tiny', the run from 'random:tiny'" in err and "--allow-other" in err
+    assert run_cli(capsys, "check", str(run), "--baseline", str(base), "--allow-other")[0] == 0
+    (base / "suite.yaml").write_text(yaml.safe_dump({"name": "default", "model": "random:tiny"}))
+    assert "from suite 'default'" in run_cli(capsys, "check", str(run), "--baseline", str(base))[2]
+    (run / "suite.yaml").unlink()  # a bare summary: its tasks still say what it measured
+    fewer = [r for r in rows if r["task"] != rows[0]["task"]]
+    (run / "summary.json").write_text(json.dumps(fewer))
+    code, out, err = run_cli(capsys, "check", str(run), "--baseline", str(baseline))
+    assert code == 2 and "covers tasks" in err

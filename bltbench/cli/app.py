@@ -568,11 +568,13 @@ def check_cmd(
     decode_tolerance: Optional[float] = typer.Option(
         None, "--decode-tolerance", help="Also fail when decode ms per byte rose beyond this (only against a baseline "
         "measured with the same device profile; off by default, timings move across machines)."),
+    allow_other: bool = typer.Option(False, "--allow-other", help="Compare against a baseline of another suite, "
+                                     "model or task set (refused otherwise)."),
 ) -> None:
     """Fail when any method's bandwidth per byte rose beyond tolerance or a lossless method lost exactness."""
     from bltbench.reporting.check import check
 
-    problems = check(run, baseline, tolerance, decode_tolerance)
+    problems = check(run, baseline, tolerance, decode_tolerance, allow_other)
     if problems:
         for p in problems:
             typer.echo(f"check failed: {p}", err=True)

@@ -79,15 +79,47 @@ def _decode_time_problems(summary: Path, baseline: Path, current: list[dict], ex
     return problems
 
 
-def check(run: Path, baseline: Path, tolerance: float = 0.02, decode_tolerance: float | None = None) -> list[str]:
+def _identity(summary: Path, rows: list[dict]) -> dict:
+    """What a summary measured: its tasks, and the suite name and model when its run folder says."""
+    identity: dict = {"tasks": sorted({str(r.get("task")) for r in rows})}
+    suite = summary.parent / "suite.yaml"
+    if suite.exists():
+        import yaml
+
+        try:
+            raw = yaml.safe_load(suite.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            raw = None
+        if isinstance(raw, dict):
+            identity.update(suite=raw.get("name"), model=raw.get("model"))
+    return identity
+
+
+def same_measurement(summary: Path, current: list[dict], baseline: Path, expected: list[dict]) -> None:
+    """Refuse a baseline from another suite, model or set of tasks: its numbers measure something else."""
+    now, then = _identity(summary, current), _identity(baseline, expected)
+    for key in ("suite", "model"):
+        if key in now and key in then and now[key] != then[key]:
+            raise BltbenchError(f"the baseline {baseline} is from {key} {then[key]!r}, the run from {now[key]!r}; "
+                                "pass --allow-other to compare them anyway")
+    if now["tasks"] != then["tasks"]:
+        raise BltbenchError(f"the baseline {baseline} covers tasks {', '.join(then['tasks'])}, the run "
+                            f"{', '.join(now['tasks'])}; pass --allow-other to compare them anyway")
+
+
+def check(run: Path, baseline: Path, tolerance: float = 0.02, decode_tolerance: float | None = None,
+          allow_other: bool = False) -> list[str]:
     """Problems found (empty: the run passes). `run` is a run folder or its summary.json; the baseline a
-    summary.json (in its run folder, for the decode-time check)."""
+    summary.json (in its run folder, for the decode-time check, and for naming its suite and model).
+    A baseline of another suite, model or task set is refused unless `allow_other`."""
     for name, value in (("--tolerance", tolerance), ("--decode-tolerance", decode_tolerance)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise BltbenchError(f"{name} must be a finite number >= 0, got {value}")
     summary = run / "summary.json" if run.is_dir() else run
     baseline = baseline / "summary.json" if baseline.is_dir() else baseline
     current_rows, expected_rows = _load(summary, "run summary"), _load(baseline, "baseline")
+    if not allow_other:
+        same_measurement(summary, current_rows, baseline, expected_rows)
     current, expected = per_method(current_rows), per_method(expected_rows)
     problems = []
     for method, base in expected.items():

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import matplotlib
+import matplotlib.colors
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -38,8 +39,16 @@ def style() -> Iterator[None]:
         yield
 
 
+# Paul Tol's "muted" scheme, reordered so neighbouring methods differ most: colour-blind safe, one
+# distinct hue each (seaborn's "colorblind" has two oranges, which two methods got).
+TOL_MUTED = ("#332288", "#DDCC77", "#117733", "#CC6677", "#88CCEE", "#882255", "#44AA99", "#999933", "#AA4499")
+
+
 def palette(methods: list[str]) -> dict[str, tuple]:
-    colours = sns.color_palette("colorblind" if len(methods) <= 10 else "husl", len(methods))
+    if len(methods) <= len(TOL_MUTED):
+        colours = [matplotlib.colors.to_rgb(c) for c in TOL_MUTED[: len(methods)]]
+    else:
+        colours = sns.color_palette("husl", len(methods))
     return dict(zip(methods, colours))
 
 
@@ -111,10 +120,23 @@ def bandwidth_figure(run: RunData, costs: pd.DataFrame, per_task: pd.DataFrame) 
     return fig
 
 
+def floor_metrics(quality: pd.DataFrame) -> list[tuple[tuple[str, str], float]]:
+    """(task, metric) panels where every method scores the same floor value (0, or the worst possible):
+    an axis of identical points says nothing, so the report says it in words."""
+    out = []
+    for (task, metric), g in quality.groupby(["task", "metric"], sort=False):
+        values = g["value"].dropna()
+        if len(values) and values.nunique() == 1 and float(values.iloc[0]) == 0.0 and metric not in LOWER_IS_BETTER:
+            out.append(((task, metric), 0.0))
+    return out
+
+
 def pareto_figure(run: RunData, quality: pd.DataFrame, per_task: pd.DataFrame) -> Figure | None:
     """Quality against bandwidth per byte, one panel per (task, metric), the Pareto front highlighted:
     methods no other method beats on both cheaper-or-equal bandwidth and higher-or-equal quality."""
     q = quality.merge(per_task, on=["method", "task"]).dropna(subset=["value", "gb_per_byte"])
+    floor = {p for p, _ in floor_metrics(q)}
+    q = q[[(t, m) not in floor for t, m in zip(q["task"], q["metric"])]]
     if q.empty:
         return None
     panels = list(dict.fromkeys(zip(q["task"], q["metric"])))
@@ -318,7 +340,8 @@ def _header_lines(column) -> list[str]:
     return lines + (textwrap.wrap(parts[-1], 14) or [""])
 
 
-def table_page(title: str, lines: list[str], tables: list[tuple[str, pd.DataFrame]], notes: list[str]) -> Figure:
+def table_page(title: str, lines: list[str], tables: list[tuple[str, pd.DataFrame]], notes: list[str],
+               cell_align: str = "right") -> Figure:
     """The PDF's summary page: wrapped header lines, then each table drawn as a matplotlib table whose
     column widths follow their text; everything shrinks together when many methods would overflow."""
     width_in, height_in = PAGE
@@ -346,7 +369,7 @@ def table_page(title: str, lines: list[str], tables: list[tuple[str, pd.DataFram
             scale = min(1.0, 170 / sum(chars))  # wide tables: narrower columns, smaller text
             t = ax.table(cellText=cells, colLabels=["\n".join(hl + [""] * (n_head - len(hl))) for hl in hs],
                          colWidths=[c / sum(chars) * min(1.0, sum(chars) / 150) for c in chars],
-                         loc="upper left", cellLoc="right")
+                         loc="upper left", cellLoc=cell_align)
             t.AXESPAD = 0.0  # flush with the table's title
             t.auto_set_font_size(False)
             t.set_fontsize(7 * k * max(scale, 0.8))

@@ -54,6 +54,7 @@ class RunData:
     records_per_task: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     environment: list[dict] = field(default_factory=list)  # one entry per sweep session (environment.json)
+    scores: pd.DataFrame = field(default_factory=pd.DataFrame)  # every record's per-sample scores, scoring tasks too
 
     @property
     def model(self) -> str:
@@ -115,6 +116,11 @@ def _read_records(path: Path) -> list[dict]:
         if not isinstance(record, dict) or not {"method", "task", "sample_id"} <= set(record):
             raise BltbenchError(f"{path}:{number} is not a bltbench record (method, task, sample_id missing)")
         records.append(record)
+    keys = [(r["method"], r["task"], str(r["sample_id"])) for r in records]
+    if len(set(keys)) != len(keys):
+        twice = len(keys) - len(set(keys))
+        raise BltbenchError(f"{path} holds {twice} duplicated (method, task, sample) row(s) of {len(keys)}: "
+                            "two sweeps wrote this folder at once; re-run it into a fresh folder")
     return records
 
 
@@ -144,6 +150,7 @@ def _sample_row(r: dict) -> dict:
         "temperature": _number(((r.get("settings") or {}).get("sampling") or {}).get("temperature")),
         "time": _number(r.get("time")),
         "kind": str(r.get("kind") or "generation"),
+        "output": r.get("output") if isinstance(r.get("output"), str) else "",
     }
     for c in COMPONENTS:
         row[f"nfe_{c}"] = int(nfe.get(c, 0))
@@ -197,8 +204,9 @@ def load_run(run: str | Path) -> RunData:
     if empty:
         notes.append(f"{empty} sample(s) generated no bytes (EOS at once); they count in no per-byte figure.")
     counts = {t: int(n) for t, n in every["task"].value_counts().items()}
+    score_columns = ["method", "task", "sample_id"] + [c for c in every.columns if c.startswith("score_")]
     return RunData(folder.resolve().name, folder, suite, samples, summary, methods, tasks, counts, notes,
-                   _read_environment(folder))
+                   _read_environment(folder), every[score_columns])
 
 
 def _read_environment(folder: Path) -> list[dict]:

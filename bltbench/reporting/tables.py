@@ -158,3 +158,37 @@ def _bytes_per_verify(m: pd.DataFrame) -> float:
     counted = m.dropna(subset=["verify_rounds", "committed_bytes"])
     pooled = pooled_bytes_per_verify(counted[["verify_rounds", "committed_bytes"]].to_dict("records"))
     return float(m["accepted_per_verify"].mean()) if pooled is None else pooled
+
+
+BOOTSTRAP_RESAMPLES = 2000
+CORPUS_METRICS = {"bleu", "chrf", "spbleu"}  # sacrebleu's corpus scores: not means of sentence scores
+
+
+def bootstrap_interval(values, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of `values` (seeded: the same run gives the same
+    interval)."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    means = np.random.default_rng(seed).choice(x, (resamples, len(x))).mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def quality_uncertainty(run: RunData, q: pd.DataFrame) -> dict[tuple[str, str, str], tuple[int, tuple | None]]:
+    """Per (method, task, metric): the samples it rests on and, when the metric is the mean of the
+    per-sample scores, a 95% bootstrap interval over samples (None for corpus-level metrics such as
+    BLEU and chrF, which are not means of sentence scores)."""
+    out = {}
+    scores = run.scores
+    for r in q.itertuples():
+        column = f"score_{r.metric}"
+        rows = scores[(scores["method"] == r.method) & (scores["task"] == r.task)] if len(scores) else scores
+        n = len(rows)
+        interval = None
+        if r.metric not in CORPUS_METRICS and column in rows and n and rows[column].notna().all():
+            values = rows[column].to_numpy(dtype=float)
+            if math.isclose(float(values.mean()), float(r.value), rel_tol=1e-6, abs_tol=1e-9):
+                interval = bootstrap_interval(values)
+        out[(r.method, r.task, r.metric)] = (n, interval)
+    return out
