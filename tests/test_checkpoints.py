@@ -214,3 +214,21 @@ def test_official_settings_bltbench_does_not_compute_are_refused_in_one_line(tmp
                                                          "cross_attn_init_by_pooling": True, "use_rope": True})
     (tmp_path / "params.json").write_text(json.dumps(params))
     assert load_model(str(tmp_path)).format == "official"  # the values BLT uses load
+
+
+def test_an_official_max_encoder_seq_length_bounds_every_request(tmp_path, micro, capsys):
+    """The official local models' rotary tables end at max_encoder_seq_length: a request past it is one
+    line saying the limit, not positions the official code could never have run."""
+    from conftest import decode, run_cli
+
+    folder = tmp_path / "official"
+    _write_official(folder, micro, folder / "entropy_model")
+    params = json.loads((folder / "params.json").read_text())
+    params["model"]["max_encoder_seq_length"] = 64
+    (folder / "params.json").write_text(json.dumps(params))
+    loaded = load_model(str(folder))
+    assert loaded.config.max_seqlen == 64
+    assert len(decode(loaded, "blt", encode_prompt(b"x" * 31), 32).output_ids) <= 32  # 32 + 32 = 64: allowed
+    code, out, err = run_cli(capsys, "generate", "--model", str(folder), "--prompt", "x" * 40, "--max-bytes", "24")
+    assert code == 2 and "runs at most 64 positions" in err and "need 65" in err and len(err.strip().splitlines()) == 1
+    assert load_model("random:tiny").config.max_seqlen is None  # bltbench's own presets: no table to run past

@@ -167,6 +167,11 @@ def generate(
     one-position calls run: "eager", "fixed" (fixed shapes) or "compiled" (torch.compile of the
     fixed-shape steps; CUDA graphs on a GPU)."""
     spec.validate(bundle)
+    limit = bundle.config.max_seqlen
+    if limit is not None and len(prompt_ids) + max_bytes > limit:
+        raise BltbenchError(f"this model runs at most {limit:,} positions (its max_encoder_seq_length; the official "
+                            f"code's rotary tables end there), but the prompt's {len(prompt_ids):,} (BOS included) plus "
+                            f"a budget of {max_bytes:,} bytes need {len(prompt_ids) + max_bytes:,}")
     stop = stop if isinstance(stop, StopStrings) else StopStrings(stop)
     ctx = context(spec, bundle, observer, steps)
     request = DecodeRequest(list(prompt_ids), max_bytes, sampler, stop, PhaseClock(ctx.device))

@@ -217,6 +217,9 @@ def measure_call_costs(bundle, roofline, device: str, new_bytes: int = 24, repea
     from bltbench.model.ids import encode_prompt
 
     prompt = encode_prompt(b"A device profile times each call of the model through the decoding core. ")
+    if bundle.config.max_seqlen is not None:  # a model that runs only so many positions calibrates within them
+        new_bytes = min(new_bytes, bundle.config.max_seqlen // 2)
+        prompt = prompt[: bundle.config.max_seqlen - new_bytes]
     sampler = lambda: Sampler(SamplingConfig(suppress_eos=True), device)  # noqa: E731
     specs = []
     for name in CALIBRATION_METHODS:

@@ -335,6 +335,10 @@ def entropy_config_official(args: dict[str, Any], as_written: bool) -> EntropyMo
     )
 
 
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | None, as_written: bool = False) -> BLTConfig:
     """Translate official train args (params.json) into a BLTConfig; `as_written` says how the entropy
     model's arguments are read (see `entropy_config_official`)."""
@@ -391,6 +395,7 @@ def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | No
             norm_eps=float(model.get("norm_eps", 1e-5)),
             patching=patching,
             entropy=entropy,
+            max_seqlen=_optional_int(model.get("max_encoder_seq_length")),
         )
     except KeyError as exc:
         raise BltbenchError(f"official params.json lacks {exc.args[0]!r}") from None

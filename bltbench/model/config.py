@@ -82,6 +82,7 @@ class BLTConfig:
     norm_eps: float = 1e-5
     vocab_size: int = VOCAB_SIZE
     diffusion_blocks: tuple[int, ...] = (4, 8, 16)  # block sizes BLT-D weights were trained for
+    max_seqlen: int | None = None  # the longest byte sequence the model runs (official: max_encoder_seq_length)
     patching: PatchingConfig = field(default_factory=PatchingConfig)
     entropy: EntropyModelConfig = field(default_factory=EntropyModelConfig)
 
@@ -120,7 +121,7 @@ class BLTConfig:
                  "entropy.dim": self.entropy.dim, "entropy.n_layers": self.entropy.n_layers}
         optional = {"ffn_local": self.ffn_local, "ffn_global": self.ffn_global, "local_window": self.local_window,
                     "entropy.ffn_dim": self.entropy.ffn_dim, "entropy.window": self.entropy.window,
-                    "entropy.context_restart": self.entropy.context_restart}
+                    "entropy.context_restart": self.entropy.context_restart, "max_seqlen": self.max_seqlen}
         for name, value in [*sizes.items(), *((k, v) for k, v in optional.items() if v is not None)]:
             if value < 1:
                 raise BltbenchError(f"model config field {name} must be at least 1, got {value}")
