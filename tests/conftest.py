@@ -58,10 +58,11 @@ def micro() -> ModelBundle:
 
 @pytest.fixture(scope="session")
 def micro_variants() -> list[ModelBundle]:
-    """Different seeds, windows and patching rules."""
+    """Different seeds, windows (local attention; cross-attention over several patches) and patching rules."""
     return [
         make_bundle(micro_config(), seed=1),
-        make_bundle(micro_config(window=None, max_patch=None), seed=2),
+        make_bundle(dataclasses.replace(micro_config(window=None, max_patch=None), cross_attn_window_encoder=2,
+                                        cross_attn_window_decoder=3), seed=2),  # cross-attention windows
         make_bundle(dataclasses.replace(micro_config(), patching=PatchingConfig(threshold=0.3, monotonic=True, max_patch_length=8)), seed=3),
         make_bundle(dataclasses.replace(micro_config(), patching=PatchingConfig(mode="static", static_length=3)), seed=4),
     ]

@@ -198,7 +198,6 @@ def test_large_components_are_sharded_and_reassembled(tmp_path, monkeypatch):
     ({"n_heads_local_decoder": 1}, "n_heads_local_decoder: 1"),
     ({"cross_attn_init_by_pooling": False}, "cross_attn_init_by_pooling: false"),
     ({"downsampling_by_pooling": "avg"}, "downsampling_by_pooling: 'avg'"),
-    ({"cross_attn_window_decoder": 512}, "cross_attn_window_decoder: 512"),
 ])
 def test_official_settings_bltbench_does_not_compute_are_refused_in_one_line(tmp_path, micro, capsys, setting, fragment):
     """Each of these changes the official code's logits; loading them anyway would run another model."""
@@ -232,3 +231,46 @@ def test_an_official_max_encoder_seq_length_bounds_every_request(tmp_path, micro
     code, out, err = run_cli(capsys, "generate", "--model", str(folder), "--prompt", "x" * 40, "--max-bytes", "24")
     assert code == 2 and "runs at most 64 positions" in err and "need 65" in err and len(err.strip().splitlines()) == 1
     assert load_model("random:tiny").config.max_seqlen is None  # bltbench's own presets: no table to run past
+
+
+
+def test_cross_attention_windows_are_the_official_masks():
+    """bltbench's patch window against masks the official create_patch_mask_from_ids produced (fixture):
+    encoder (patches query the bytes of the last W patches) and decoder (bytes query the last W latents)."""
+    from pathlib import Path
+
+    from bltbench.model.blt import patch_window
+
+    cases = json.loads((Path(__file__).parent / "fixtures" / "official_cross_masks.json").read_text())["cases"]
+    assert len(cases) == 60 and {c["window"] for c in cases} == {None, 1, 2, 3, 512}
+    for c in cases:
+        ids, patches = torch.tensor(c["patch_ids"]), torch.arange(c["num_patches"])
+        if c["patches_as_queries"]:
+            mine = patch_window(patches[:, None], ids[None, :], c["window"])
+        else:
+            mine = patch_window(ids[:, None], patches[None, :], c["window"])
+        assert mine.int().tolist() == c["mask"], c
+
+
+def test_official_cross_attention_windows_load_and_are_honoured(tmp_path, micro):
+    """An official folder with cross_attn_window_encoder/decoder loads with them, and they change the
+    logits (the decoder reads several latents) in the full forward as in cached decoding."""
+    from conftest import decode
+
+    folder = tmp_path / "windows"
+    _write_official(folder, micro, folder / "entropy_model")
+    plain = load_model(str(folder))
+    params = json.loads((folder / "params.json").read_text())
+    params["model"].update(cross_attn_window_encoder=2, cross_attn_window_decoder=3)
+    (folder / "params.json").write_text(json.dumps(params))
+    windowed = load_model(str(folder))
+    assert (windowed.config.cross_attn_window_encoder, windowed.config.cross_attn_window_decoder) == (2, 3)
+    ids = encode_prompt(b"Windows let a byte read the latents of several patches before it.")
+    full = recompute_logits(DecodeContext(windowed.blt, windowed.entropy, windowed.config.patching), ids)
+    assert not torch.allclose(full, recompute_logits(DecodeContext(plain.blt, plain.entropy, plain.config.patching), ids), atol=1e-3)
+    cached = decode(windowed, "blt", ids[:20], 30)
+    assert cached.output_ids == decode(windowed, "blt", ids[:20], 30, recompute=True).output_ids
+    params["model"]["cross_attn_window_decoder"] = 0
+    (folder / "params.json").write_text(json.dumps(params))
+    with pytest.raises(BltbenchError, match="cross_attn_window_decoder must be a positive integer"):
+        load_model(str(folder))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bltbench.decoding.methods import MethodSpec
@@ -111,3 +113,24 @@ def test_a_trace_priced_as_blt_1b(micro):
     expected = paper_gb(m.nfe["decoder"], m.nfe["global"], one_b.decoder, one_b.encoder + one_b.global_)
     assert m.projected["blt-1b"].paper_gb == pytest.approx(expected)
     assert m.projected["blt-1b"].paper_gb > 1000 * m.bandwidth.paper_gb
+
+
+def test_decoder_calls_count_the_latents_a_window_reads(micro_variants):
+    """With a decoder window of 3, a step reads the k slots of up to 3 latents: the call says how many
+    (1 while only one patch exists, growing to 3), and the KV figure prices those slots."""
+    from bltbench.instrumentation.bandwidth import kv_params
+    from bltbench.instrumentation.measure import own_params
+    from bltbench.model.ids import encode_prompt
+    from conftest import decode
+
+    bundle = micro_variants[1]
+    assert bundle.config.cross_attn_window_decoder == 3
+    calls = []
+    decode(bundle, "blt", encode_prompt(b"ab"), 40, observer=calls.append)
+    steps = [c.latents for c in calls if c.component == "decoder" and c.role == "step"]
+    assert steps == sorted(steps) and steps[0] == 1 and steps[-1] == 3 and set(steps) <= {1, 2, 3}
+    p = own_params(bundle)
+    c = next(c for c in calls if c.component == "decoder" and c.latents == 3)
+    one = dataclasses.replace(c, latents=1)
+    extra = 2 * p.layers["decoder"] * c.positions * p.cross_attn_k * 2 * p.d_local
+    assert kv_params(c, p) - kv_params(one, p) == extra

@@ -43,8 +43,10 @@ def recompute_logits(ctx: DecodeContext, ids: list[int], role: str = "step") -> 
     if ctx.observer is not None:
         if ctx.entropy_model is not None and ctx.patching.mode == "entropy":
             ctx.observer(Call("entropy", role, len(ids), 0))
-        for component, positions in (("encoder", len(ids)), ("global", sum(starts[: len(ids)])), ("decoder", len(ids))):
-            ctx.observer(Call(component, role, positions, 0))
+        patches = sum(starts[: len(ids)])
+        for component, positions in (("encoder", len(ids)), ("global", patches), ("decoder", len(ids))):
+            ctx.observer(Call(component, role, positions, 0,
+                              latents=min(ctx.model.config.cross_attn_window_decoder or 1, patches)))
     return ctx.model(x, torch.tensor([starts], device=x.device))[0].float()
 
 

@@ -37,8 +37,8 @@ def embedding_params(call: Call, p: ComponentParams) -> int:
 def kv_params(call: Call, p: ComponentParams) -> int:
     keys = call.cache_length + call.positions
     total = 2 * p.layers[call.component] * keys * p.kv_width[call.component]
-    if call.component == "decoder":  # each position reads k latent slots' keys and values per layer
-        total += 2 * p.layers["decoder"] * call.positions * p.cross_attn_k * p.d_local
+    if call.component == "decoder":  # each position reads k slots of each latent it attends to, per layer
+        total += 2 * p.layers["decoder"] * call.positions * p.cross_attn_k * call.latents * p.d_local
     return total
 
 

@@ -27,6 +27,14 @@ from bltbench.model.layers import (
 )
 
 
+def patch_window(query_patch: torch.Tensor, key_patch: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Whether a query of patch q may read a key of patch j (broadcast): j == q, or with a window W, the
+    last W patches up to q (j <= q < j + W), as the official create_patch_mask_from_ids decides."""
+    if window is None:
+        return query_patch == key_patch
+    return (key_patch <= query_patch) & (query_patch < key_patch + window)
+
+
 def _blocks(dim: int, heads: int, hidden: int, eps: float, n: int) -> nn.ModuleList:
     return nn.ModuleList(TransformerBlock(dim, heads, hidden, eps) for _ in range(n))
 
@@ -49,16 +57,20 @@ class LocalEncoder(nn.Module):
         plan = causal_plan(self.rope, start, embeds.shape[1], self.config.local_window, embeds.device)
         return run_blocks(self.layers, plan, embeds, cache)
 
-    def pool(self, h: torch.Tensor, patch_ids: torch.Tensor, n_patches: int) -> torch.Tensor:
-        """Patch slots [B, P, d_local * k]: amax over each patch's byte states, projected to k query
-        slots that cross-attend to that patch's bytes only; result 2 * x + attn (official)."""
+    def pool(self, h: torch.Tensor, patch_ids: torch.Tensor, n_patches: int, first: int = 0) -> torch.Tensor:
+        """Slots [B, P, d_local * k] of patches [first, first + P): amax over each patch's byte states,
+        projected to k query slots that cross-attend to that patch's bytes (or, with an encoder window,
+        to those of the last W patches up to it); result 2 * x + attn (official). `patch_ids` [B, T]
+        are the absolute patches of h's bytes; bytes before `first` are only read through the window."""
         b, t, d = h.shape
         k = self.config.cross_attn_k
-        index = patch_ids.unsqueeze(-1).expand(-1, -1, d)
-        pooled = h.new_zeros(b, n_patches, d).scatter_reduce(1, index, h, reduce="amax", include_self=False)
+        own = patch_ids - first
+        index = own.clamp(min=0).unsqueeze(-1).expand(-1, -1, d)
+        pooled = h.new_zeros(b, n_patches, d).scatter_reduce(1, index, h.masked_fill((own < 0).unsqueeze(-1), float("-inf")),
+                                                              reduce="amax", include_self=False)
         queries = self.patch_embedding_projection(pooled).reshape(b, n_patches * k, d)
-        slot_patch = torch.arange(n_patches, device=h.device).repeat_interleave(k)
-        mask = (slot_patch[None, :, None] == patch_ids[:, None, :]).unsqueeze(1)
+        slot_patch = torch.arange(first, first + n_patches, device=h.device).repeat_interleave(k)
+        mask = patch_window(slot_patch[None, :, None], patch_ids[:, None, :], self.config.cross_attn_window_encoder).unsqueeze(1)
         attended = self.cross_attn_layers[0](queries, h, mask_to_bias(mask, h.dtype))
         if b > 1:  # rows with fewer patches than the batch's most have empty padding slots: NaN, made 0
             attended = torch.nan_to_num(attended)
@@ -165,5 +177,5 @@ class ByteLatentTransformer(nn.Module):
         latents = self.global_transformer(self.local_encoder.pool(h, patch_ids, n_patches))
         kv = self.local_decoder.latent_kv(latents)
         slot_patch = torch.arange(n_patches, device=ids.device).repeat_interleave(self.config.cross_attn_k)
-        mask = (dec_patch_ids[:, :, None] == slot_patch[None, None, :]).unsqueeze(1)
-        return self.local_decoder(h, kv.__getitem__, mask)
+        mask = patch_window(dec_patch_ids[:, :, None], slot_patch[None, None, :], self.config.cross_attn_window_decoder)
+        return self.local_decoder(h, kv.__getitem__, mask.unsqueeze(1))

@@ -308,9 +308,6 @@ def _unsupported_official_settings(model: dict[str, Any]) -> list[str]:
     pooling = model.get("downsampling_by_pooling")
     if pooling not in (None, "max"):
         found.append(f"downsampling_by_pooling: {pooling!r} (bltbench pools by max)")
-    for key in ("cross_attn_window_encoder", "cross_attn_window_decoder"):
-        if model.get(key) is not None:
-            found.append(f"{key}: {model[key]} (cross-attention over several patches)")
     return found
 
 
@@ -337,6 +334,13 @@ def entropy_config_official(args: dict[str, Any], as_written: bool) -> EntropyMo
 
 def _optional_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _window(model: dict[str, Any], key: str) -> int | None:
+    value = model.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise BltbenchError(f"params.json {key} must be a positive integer or null, got {value!r}")
+    return value
 
 
 def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | None, as_written: bool = False) -> BLTConfig:
@@ -396,6 +400,8 @@ def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | No
             patching=patching,
             entropy=entropy,
             max_seqlen=_optional_int(model.get("max_encoder_seq_length")),
+            cross_attn_window_encoder=_window(model, "cross_attn_window_encoder"),
+            cross_attn_window_decoder=_window(model, "cross_attn_window_decoder"),
         )
     except KeyError as exc:
         raise BltbenchError(f"official params.json lacks {exc.args[0]!r}") from None

@@ -83,6 +83,11 @@ class BLTConfig:
     vocab_size: int = VOCAB_SIZE
     diffusion_blocks: tuple[int, ...] = (4, 8, 16)  # block sizes BLT-D weights were trained for
     max_seqlen: int | None = None  # the longest byte sequence the model runs (official: max_encoder_seq_length)
+    # Cross-attention over several patches (official cross_attn_window_*): a patch's pooling queries read
+    # the bytes of the last W patches up to it, a byte's decoder reads the latents of the last W patches up
+    # to the one it reads. None: one patch (the patch itself; the latent before the byte's patch).
+    cross_attn_window_encoder: int | None = None
+    cross_attn_window_decoder: int | None = None
     patching: PatchingConfig = field(default_factory=PatchingConfig)
     entropy: EntropyModelConfig = field(default_factory=EntropyModelConfig)
 
@@ -121,7 +126,9 @@ class BLTConfig:
                  "entropy.dim": self.entropy.dim, "entropy.n_layers": self.entropy.n_layers}
         optional = {"ffn_local": self.ffn_local, "ffn_global": self.ffn_global, "local_window": self.local_window,
                     "entropy.ffn_dim": self.entropy.ffn_dim, "entropy.window": self.entropy.window,
-                    "entropy.context_restart": self.entropy.context_restart, "max_seqlen": self.max_seqlen}
+                    "entropy.context_restart": self.entropy.context_restart, "max_seqlen": self.max_seqlen,
+                    "cross_attn_window_encoder": self.cross_attn_window_encoder,
+                    "cross_attn_window_decoder": self.cross_attn_window_decoder}
         for name, value in [*sizes.items(), *((k, v) for k, v in optional.items() if v is not None)]:
             if value < 1:
                 raise BltbenchError(f"model config field {name} must be at least 1, got {value}")

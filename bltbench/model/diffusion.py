@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bltbench.model.blt import ByteLatentTransformer, patch_ids_from_starts
+from bltbench.model.blt import ByteLatentTransformer, patch_ids_from_starts, patch_window
 from bltbench.model.config import BLTConfig
 from bltbench.model.ids import MASK, PAD
 from bltbench.model.layers import AttentionPlan
@@ -64,7 +64,7 @@ class BlockDiffusionBLT(ByteLatentTransformer):
         cell_latent = (torch.gather(patch_ids, 1, cell_start) - 1).clamp(min=0)  # ignored cells read latent 0
         want = torch.cat([dec_patch_ids, cell_latent], dim=1)
         slot_patch = torch.arange(n_patches, device=device).repeat_interleave(c.cross_attn_k)
-        cross_mask = (want.unsqueeze(-1) == slot_patch).unsqueeze(1)
+        cross_mask = patch_window(want.unsqueeze(-1), slot_patch, c.cross_attn_window_decoder).unsqueeze(1)
         plan = AttentionPlan(self.local_decoder.rope.at(positions), 0, mask)
         logits = self.local_decoder(x, kv.__getitem__, cross_mask, plan=plan)
         return logits[:, :length], logits[:, length:].reshape(n, n_blocks, size, -1)

@@ -21,7 +21,7 @@ import weakref
 
 import torch
 
-from bltbench.model.blt import ByteLatentTransformer
+from bltbench.model.blt import ByteLatentTransformer, patch_window
 from bltbench.model.build import available_bytes
 from bltbench.model.config import PatchingConfig
 from bltbench.model.entropy import EntropyModel, entropy_nats
@@ -48,6 +48,7 @@ class Call:
     positions: int  # new positions processed (patches, for the global model)
     cache_length: int  # cached positions the call attends to (after the local window)
     discarded: bool = False  # run ahead, then not needed (the output ended first)
+    latents: int = 1  # decoder: the latents each position cross-attends to (several with a window)
 
 
 CallObserver = Callable[[Call], None]
@@ -105,7 +106,11 @@ class StepFunctions:
 
     def _decoder(self, pos: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         s = self.s
-        slots = latent * s.k + s.slot_offsets
+        slots = latent * s.k + s.read_offsets  # the latent's k slots, or the window's W * k before it
+        mask = None
+        if s.model.config.cross_attn_window_decoder is not None:  # slots before patch 0 do not exist
+            mask = (slots >= 0)[None, None, None, :]
+            slots = slots.clamp(min=0)
         dec = s.model.local_decoder
         cache = s.latent_cache
 
@@ -113,7 +118,7 @@ class StepFunctions:
             return cache.keys[i].index_select(2, slots), cache.values[i].index_select(2, slots)
 
         plan = fixed_plan(s.rope_tables["decoder"], pos, s.model.config.local_window)
-        return dec(s.enc_states.index_select(1, pos), cross_kv, None, plan=plan, cache=s.dec_cache)[0].float()
+        return dec(s.enc_states.index_select(1, pos), cross_kv, mask, plan=plan, cache=s.dec_cache)[0].float()
 
     def _global(self, slots: torch.Tensor, patch: torch.Tensor) -> None:
         s = self.s
@@ -165,6 +170,7 @@ def _allocate(state: "IncrementalBLT") -> dict[str, object]:
         "window_offsets": torch.arange(state.hash_context + 1, device=device),
         "span_offsets": torch.arange(capacity, device=device),
         "slot_offsets": torch.arange(state.k, device=device),
+        "read_offsets": torch.arange(-(state.decoder_window - 1) * state.k, state.k, device=device),
         "pos": torch.zeros(1, dtype=torch.long, device=device),
         "latent": torch.zeros(1, dtype=torch.long, device=device),
         "zero_patch": torch.zeros(1, capacity, dtype=torch.long, device=device),
@@ -223,6 +229,7 @@ class IncrementalBLT:
         self.pad_spans = compiler is not None
         c = model.config
         self.k = c.cross_attn_k
+        self.decoder_window = c.cross_attn_window_decoder or 1  # latents a decoder position reads
         self.hash_context = max(c.hash_sizes) - 1
         self.device = model.local_decoder.output.weight.device
         self.dtype = model.local_decoder.output.weight.dtype
@@ -251,10 +258,15 @@ class IncrementalBLT:
     def __len__(self) -> int:
         return self.length
 
-    def _observe(self, component: str, role: str, positions: int, start: int, window: int | None) -> None:
+    def _observe(self, component: str, role: str, positions: int, start: int, window: int | None,
+                 latents: int = 1) -> None:
         if self.observer is not None:
             visible = start if window is None else min(start, window - 1)
-            self.observer(Call(component, role, positions, visible))
+            self.observer(Call(component, role, positions, visible, latents=latents))
+
+    def _latents_read(self, latent: int) -> int:
+        """How many latents a decoder position reading `latent` attends to (its window's, or one)."""
+        return min(self.decoder_window, latent + 1)
 
     def _at(self, position: int) -> torch.Tensor:
         self.pos.fill_(position)
@@ -316,9 +328,10 @@ class IncrementalBLT:
             self._eager_steps = StepFunctions(self)
         return self.steps or self._eager_steps
 
-    def _observe_ahead(self, component: str, role: str, positions: int, offset: int, window: int | None) -> None:
+    def _observe_ahead(self, component: str, role: str, positions: int, offset: int, window: int | None,
+                       latents: int = 1) -> None:
         if self.observer is not None:
-            call = Call(component, role, positions, -1)
+            call = Call(component, role, positions, -1, latents=latents)
             self._unplaced.append((call, offset, window))
             self.observer(call)
 
@@ -343,7 +356,7 @@ class IncrementalBLT:
         torch.add(start, offset, out=self.pos)
         self._observe_ahead("encoder", role, 1, offset, window)
         steps.encoder(self.ids, self.pos)
-        self._observe_ahead("decoder", role, 1, offset, window)
+        self._observe_ahead("decoder", role, 1, offset, window, self._latents_read(self.n_latents - 1))
         self.latent.copy_(latent)
         return steps.decoder(self.pos, self.latent)
 
@@ -420,20 +433,21 @@ class IncrementalBLT:
         """The slot range [a, b) rows read (latent ids never decrease along positions, so only the span
         wanted[0]..wanted[-1]), and a mask within it when rows read different latents."""
         first, last = wanted[0], wanted[-1]
-        a, b = first * self.k, (last + 1) * self.k
-        if first == last:
+        lowest = max(0, first - self.decoder_window + 1)  # with a window, the W latents up to each
+        a, b = lowest * self.k, (last + 1) * self.k
+        if first == last:  # one latent (and its window): exactly the range
             return a, b, None
-        slot_patch = torch.arange(first, last + 1).repeat_interleave(self.k)
-        mask = torch.tensor(wanted)[:, None] == slot_patch[None, :]
+        slot_patch = torch.arange(lowest, last + 1).repeat_interleave(self.k)
+        mask = patch_window(torch.tensor(wanted)[:, None], slot_patch[None, :], self.model.config.cross_attn_window_decoder)
         return a, b, mask[None, None].to(self.device, non_blocking=True)
 
     def _decode(self, h: torch.Tensor, p0: int, role: str, plan: AttentionPlan | None = None,
                 wanted: list[int] | None = None) -> torch.Tensor:
         """Decoder over positions from p0; position p reads the latent `patches.latent_of(p)`."""
         t = h.shape[1]
-        self._observe("decoder", role, t, p0, self.model.config.local_window)
         if wanted is None:
             wanted = [self.patches.latent_of(p) for p in range(p0, p0 + t)]
+        self._observe("decoder", role, t, p0, self.model.config.local_window, self._latents_read(wanted[-1]))
         if t == 1 and plan is None and self.steps is not None:
             self.dec_cache.check(p0 + 1)
             self.latent.fill_(wanted[0])
@@ -454,14 +468,16 @@ class IncrementalBLT:
         if last <= first:
             return
         begins = self.patches.begins
-        a, b = begins[first], begins[last]
+        window = self.model.config.cross_attn_window_encoder
+        read_from = first if window is None else max(0, first - window + 1)  # pooling reads these patches' bytes
+        a, b = begins[read_from], begins[last]
         n = last - first
-        if n == 1:
+        if n == 1 and read_from == first:
             patch_ids = self.zero_patch[:, : b - a]
         else:
-            patch_ids = to_device([[j for j in range(n) for _ in range(begins[first + j + 1] - begins[first + j])]],
-                                   self.device)
-        slots = self.model.local_encoder.pool(self.enc_states[:, a:b], patch_ids, n)
+            patch_ids = to_device([[j for j in range(last - read_from)
+                                    for _ in range(begins[read_from + j + 1] - begins[read_from + j])]], self.device)
+        slots = self.model.local_encoder.pool(self.enc_states[:, a:b], patch_ids, n, first - read_from)
         self._observe("global", role, n, self.glob_cache.length, None)
         self.glob_cache.check(last)
         if n == 1 and self.steps is not None:

@@ -58,7 +58,8 @@ def windows(data: bytes, window: int) -> list[list[int]]:
     return [[BOS] + [b + OFFSET for b in data[i : i + window - 1]] for i in range(0, len(data), window - 1)]
 
 
-def _observe(observer: CallObserver, rows: list[list[int]], starts: torch.Tensor, entropy: bool) -> None:
+def _observe(observer: CallObserver, rows: list[list[int]], starts: torch.Tensor, entropy: bool,
+             decoder_window: int | None = None) -> None:
     for row, flags in zip(rows, starts.tolist()):
         n = len(row)
         patches = sum(flags[:n])
@@ -66,7 +67,7 @@ def _observe(observer: CallObserver, rows: list[list[int]], starts: torch.Tensor
             observer(Call("entropy", SCORE_ROLE, n, 0))
         observer(Call("encoder", SCORE_ROLE, n, 0))
         observer(Call("global", SCORE_ROLE, patches, 0))
-        observer(Call("decoder", SCORE_ROLE, n, 0))
+        observer(Call("decoder", SCORE_ROLE, n, 0, latents=min(decoder_window or 1, patches)))
 
 
 def _cover(rows: list[list[int]]) -> tuple[list[int], list[int]]:
@@ -125,7 +126,8 @@ def score_rows(
             starts = batch_patch_starts(entropy_model, patching, ids)
             logits = model(ids, starts)
             if observer is not None:
-                _observe(observer, group, starts, entropy_model is not None and patching.mode == "entropy")
+                _observe(observer, group, starts, entropy_model is not None and patching.mode == "entropy",
+                         model.config.cross_attn_window_decoder)
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         allowed = logp.clone()
         allowed[..., list(NEVER_GENERATED)] = -math.inf
