@@ -397,8 +397,10 @@ def render_pdf(run: RunData, sections: list[Rendered]) -> bytes:
             if s.key == "summary":
                 lines = [f"{k}: {v}" for k, v in metadata(run)]
                 fig = plots.table_page(f"bltbench report: {run.run_id}", lines, r.tables, _notes(run))
-            elif s.key == "samples" and r.tables:
-                fig = plots.table_page(s.title, [s.caption], r.tables, [], cell_align="left")
+            elif s.key == "samples" and r.tables:  # the PDF's font lacks many glyphs: non-ASCII as escapes there
+                ascii_tables = [(name, t.map(lambda v: v.encode("ascii", "backslashreplace").decode("ascii")))
+                                for name, t in r.tables]
+                fig = plots.table_page(s.title, [s.caption], ascii_tables, [], cell_align="left")
             elif r.figure is not None:
                 fig = r.figure
                 fig.suptitle(s.title, fontsize=15, fontweight="bold")
