@@ -12,6 +12,7 @@ import typer
 from bltbench.errors import BltbenchError
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+INVOKED_WITH: list[str] = []  # the arguments `main` was given (train --nproc relaunches them under torchrun)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings=HELP_OPTIONS,
                   help="Measure what byte-level generation with BLT, BLT-D, BLT-S and BLT-DV costs.")
@@ -39,6 +40,15 @@ def _console():
     from rich.console import Console
 
     return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def _quiet_console():
+    """Ranks other than 0 of a data-parallel run print nothing."""
+    import io
+
+    from rich.console import Console
+
+    return Console(file=io.StringIO())
 
 
 def _device(device: str) -> str:
@@ -305,11 +315,29 @@ def train_cmd(
     dtype: str = typer.Option("fp32", "--dtype", help="The held-out evaluation's precision (autocast); training keeps fp32 weights."),
     time_budget: Optional[float] = typer.Option(
         None, "--time-budget", help="Seconds: fewer steps than --steps if their measured pace needs it."),
+    nproc: int = typer.Option(1, "--nproc", help="Data-parallel processes on this machine (runs torchrun on "
+                              "loopback; --batch-size is the global batch, split over them)."),
 ) -> None:
     """Train the entropy model, a BLT, or BLT-D (from BLT weights)."""
+    import os
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from bltbench.training.distributed import finish, launch
     from bltbench.training.trainer import TrainConfig, Trainer
+
+    if nproc < 1:
+        raise BltbenchError(f"--nproc must be >= 1, got {nproc}")
+    if nproc > 1 and batch_size % nproc:
+        raise BltbenchError(f"the global batch ({batch_size}) must split evenly over {nproc} processes")
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        argv = list(INVOKED_WITH)
+        i = next(j for j, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc="))
+        del argv[i : i + (1 if "=" in argv[i] else 2)]
+        code = launch(nproc, argv)
+        if code:
+            raise BltbenchError(f"torchrun with {nproc} processes exited with status {code}")
+        return
 
     config = TrainConfig(
         variant=variant, corpus=[str(p) for p in corpus], steps=steps, out=str(out), preset=preset_name, init=init,
@@ -321,7 +349,7 @@ def train_cmd(
     trainer = Trainer(config)
     if resume:
         trainer.load_checkpoint()
-    console = _console()
+    console = _console() if trainer.ranks.main else _quiet_console()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[speed]:.0f} B/s"),
                TimeElapsedColumn(), TimeRemainingColumn())
@@ -336,7 +364,9 @@ def train_cmd(
         )
     if config.steps != steps:
         console.print(f"the time budget fitted {config.steps} steps (of --steps {steps})")
-    console.print(f"wrote {trainer.export()}")
+    folder = trainer.export()
+    console.print(f"wrote {folder}" + (f" ({trainer.ranks.world} processes)" if trainer.ranks.world > 1 else ""))
+    finish(trainer.ranks)
 
 
 @app.command("calibrate")
@@ -901,6 +931,8 @@ def bench_train(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     args = sys.argv[1:] if argv is None else argv
+    global INVOKED_WITH
+    INVOKED_WITH = list(args)
     try:
         code = app(args=args or ["--help"], standalone_mode=False)
     except BltbenchError as exc:

@@ -29,6 +29,14 @@ class BlockDiffusionBLT(ByteLatentTransformer):
         emb = self.local_encoder.tok_embeddings(cells.masked_fill(is_mask, PAD))
         return torch.where(is_mask.unsqueeze(-1), self.mask_embedding.weight[0], emb)
 
+    def forward(self, ids: torch.Tensor, starts: torch.Tensor, block_starts: torch.Tensor | None = None,
+                cells: torch.Tensor | None = None):
+        """Clean next-byte logits, as a BLT; with blocks, `forward_blocks` (so a data-parallel wrapper,
+        which sees only calls of the module itself, carries the training forward too)."""
+        if block_starts is None:
+            return super().forward(ids, starts)
+        return self.forward_blocks(ids, starts, block_starts, cells)
+
     def forward_blocks(
         self, ids: torch.Tensor, starts: torch.Tensor, block_starts: torch.Tensor, cells: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -100,7 +100,7 @@ def diffusion_loss(
     if block_size is None:
         block_size = objective.block_sizes[int(torch.randint(len(objective.block_sizes), (1,), generator=generator))]
     blocks = sample_blocks(ids, starts, block_size, objective, generator)
-    clean_logits, block_logits = model.forward_blocks(ids, starts, blocks.starts, blocks.cells)
+    clean_logits, block_logits = model(ids, starts, blocks.starts, blocks.cells)
     l_clean = next_byte_loss(clean_logits, ids)
     ce = F.cross_entropy(
         block_logits.reshape(-1, block_logits.shape[-1]).float(), blocks.targets.reshape(-1), reduction="none"

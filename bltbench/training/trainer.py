@@ -3,7 +3,8 @@
 AdamW with linear warmup and cosine decay to `min_lr_ratio * lr`, gradient clipping, periodic held-out
 bits per byte, a checkpoint every `checkpoint_every` steps that `resume` continues bit-exactly on CPU
 (model, optimizer, step and the one generator that draws data, block sizes and masks), bf16 autocast
-on CUDA and plain fp32 on CPU. The output folder is a model bundle.
+on CUDA and plain fp32 on CPU. The output folder is a model bundle. Under torchrun the ranks split each
+global batch and average gradients (`bltbench.training.distributed`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bltbench.model.entropy import EntropyModel
 from bltbench.model.init import init_weights
 from bltbench.training.corpus import read_documents
 from bltbench.training.data import ByteStream, split_documents
+from bltbench.training.distributed import agreed, barrier, from_environment, mean_over_ranks
 from bltbench.training.objective import DiffusionObjective, batch_patch_starts, diffusion_loss, next_byte_loss
 
 VARIANTS = ("entropy", "blt", "blt-d")
@@ -106,6 +108,12 @@ class Trainer:
         config.validate()
         self.config = config
         self.device = torch.device(config.device)
+        self.ranks = from_environment(self.device)
+        if config.batch_size % self.ranks.world:
+            raise BltbenchError(f"the global batch ({config.batch_size}) must split evenly over {self.ranks.world} "
+                                "processes")
+        if self.device.type == "cuda" and self.ranks.world > 1:
+            self.device = torch.device("cuda", self.ranks.local_rank)
         docs = read_documents([Path(p) for p in config.corpus], config.doc_mode)
         train_docs, heldout_docs = split_documents(docs, config.heldout_fraction)
         if not heldout_docs:
@@ -121,6 +129,12 @@ class Trainer:
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=config.lr, betas=(0.9, 0.95),
         )
+        self.parallel = None
+        if self.ranks.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.ranks.local_rank] if self.device.type == "cuda" else None
+            self.parallel = DistributedDataParallel(self.model, device_ids=ids)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.wall_seconds = 0.0
@@ -167,18 +181,22 @@ class Trainer:
     # -- one step ----------------------------------------------------------------------------------
     def _loss(self, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         c, b = self.config, self.bundle
+        model = self.parallel or self.model  # across ranks, the data-parallel wrapper syncs gradients
         if c.variant == "entropy":
-            loss = next_byte_loss(self.model(ids), ids)
+            loss = next_byte_loss(model(ids), ids)
             return loss, {}
         starts = batch_patch_starts(b.entropy, b.config.patching, ids)
         if c.variant == "blt":
-            return next_byte_loss(self.model(ids, starts), ids), {}
-        return diffusion_loss(self.model, ids, starts, c.objective, self.generator)
+            return next_byte_loss(model(ids, starts), ids), {}
+        return diffusion_loss(model, ids, starts, c.objective, self.generator)
 
     def train_step(self) -> tuple[float, dict[str, float]]:
         c = self.config
         self.model.train()
-        ids = self.train_stream.sample(c.batch_size, c.seq_len, self.generator).to(self.device)
+        # Every rank draws the whole global batch (so every generator stays where one process's would)
+        # and trains on its own rows.
+        ids = self.train_stream.sample(c.batch_size, c.seq_len, self.generator)[self.ranks.rows(c.batch_size)]
+        ids = ids.to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, c)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
@@ -188,7 +206,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip)
         self.optimizer.step()
         self.step += 1
-        return loss.item(), parts
+        return mean_over_ranks(loss.item(), self.ranks, self.device), parts
 
     @torch.no_grad()
     def heldout_bpb(self) -> float:
@@ -210,6 +228,9 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        """Rank 0 writes (every rank holds the same model, optimizer and generator)."""
+        if not self.ranks.main:
+            return
         out = Path(self.config.out)
         out.mkdir(parents=True, exist_ok=True)
         state = {
@@ -245,6 +266,9 @@ class Trainer:
         (`training-<variant>.json`: the config as run, with the resolved step count, and the history;
         a warm start nests the log of the cycle it continued under "continues")."""
         self.model.eval()
+        if not self.ranks.main:
+            barrier(self.ranks)
+            return Path(self.config.out)
         log_name = f"training-{self.config.variant}.json"
         earlier = None
         if self.config.warm_start and (Path(self.init_source) / log_name).is_file():
@@ -260,6 +284,7 @@ class Trainer:
         if earlier is not None:
             log["continues"] = earlier
         write_text_atomic(folder / log_name, json.dumps(log, indent=2) + "\n")
+        barrier(self.ranks)  # the others wait for the bundle before they end
         return folder
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -275,7 +300,7 @@ class Trainer:
         per_step = (now - probe_started) / max(1, self.step - first_step - c.probe_steps // 4)
         left = c.time_budget - (now - started)
         fit = self.step + int(0.9 * left / per_step)
-        c.steps = max(self.step, min(c.steps, fit))
+        c.steps = agreed(max(self.step, min(c.steps, fit)), self.ranks, self.device)
 
     def run(self, on_step: Callable[[int, float, float], None] | None = None,
             on_eval: Callable[[EvalPoint], None] | None = None) -> list[EvalPoint]:
@@ -291,11 +316,11 @@ class Trainer:
                     probe_started = time.perf_counter()
                 elif self.step == first_step + c.probe_steps:
                     self._fit_to_budget(first_step, started, probe_started)
-            window_bytes += c.batch_size * c.seq_len
+            window_bytes += c.batch_size * c.seq_len  # the global batch: every rank's bytes
             speed = window_bytes / max(1e-9, time.perf_counter() - window_start)
             if on_step:
                 on_step(self.step, loss, speed)
-            if self.step % c.eval_every == 0 or self.step == c.steps:
+            if (self.step % c.eval_every == 0 or self.step == c.steps) and self.ranks.main:
                 point = EvalPoint(self.step, loss, self.heldout_bpb(), speed, parts)
                 self.history.append(point)
                 if on_eval:
