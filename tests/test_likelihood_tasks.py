@@ -375,3 +375,5 @@ def test_bltbench_lm_eval_runs_the_stock_cli_and_equals_the_sweep(capsys, tmp_pa
                                        for a in args])
     if not torch.cuda.is_available():
         assert code == 2 and err.strip().splitlines()[-1].startswith("error: device 'cuda:7' was asked for")
+    code, out, err = run_cli(capsys, "lm-eval", "--model", "bltbench", "--tasks", "no_such_task")
+    assert code == 2 and err.strip().splitlines()[-1] == "error: lm-eval: Tasks not found: no_such_task"

@@ -577,6 +577,11 @@ def lm_eval_cmd(ctx: typer.Context) -> None:
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise BltbenchError(f"lm-eval exited with status {exc.code}") from None
+    except BltbenchError:
+        raise
+    except Exception as exc:  # lm-eval's own complaints (no tasks, a bad argument): one line, not its traceback
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BltbenchError(f"lm-eval: {first}") from None
     finally:
         sys.argv = saved
 
