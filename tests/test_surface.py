@@ -50,7 +50,8 @@ def test_shipped_suites_are_found_from_any_folder(capsys, tmp_path, monkeypatch)
 SUITE = "name: s\nmodel: random:tiny\nmethods: [blt]\ntasks: [{name: arc-easy, limit: 1}]\n"
 
 
-@pytest.mark.parametrize("case", ["binary", "empty name", "name with a slash", "model not a string", "a list"])
+@pytest.mark.parametrize("case", ["binary", "empty name", "name with a slash", "model not a string", "a list",
+                                  "a temperature that is a word"])
 def test_bad_suite_files_are_one_error_line(capsys, tmp_path, case):
     path = tmp_path / "suite.yaml"
     text, fragment = {
@@ -59,6 +60,8 @@ def test_bad_suite_files_are_one_error_line(capsys, tmp_path, case):
         "name with a slash": (SUITE.replace("name: s", "name: ../up").encode(), "letters, digits"),
         "model not a string": (SUITE.replace("model: random:tiny", "model: [tiny]").encode(), "model must be"),
         "a list": (b"- name: s\n", "YAML mapping"),
+        "a temperature that is a word": ((SUITE + "sampling: {temperature: hot}\n").encode(),
+                                         "sampling: temperature must be a finite number >= 0, got 'hot'"),
     }[case]
     path.write_bytes(text)
     code, out, err = run_cli(capsys, "run", str(path), "--out", str(tmp_path / "run"))
@@ -132,13 +135,16 @@ def test_piped_progress_is_periodic_lines_with_an_eta():
 
 
 @pytest.mark.parametrize("args,fragment", [
+    (["--temperature", "nan"], "temperature must be a finite number >= 0, got nan"),
+    (["--temperature", "inf"], "temperature must be a finite number >= 0, got inf"),
+    (["--top-p", "nan"], "top-p must be in (0, 1], got nan"),
     (["--method", "blt-s-8", "--k", "4"], "contradicts"),
     (["--method", "blt-d-16@entropy=1.5", "--block", "4"], "contradicts"),
     (["--method", "blt-d-4@eb=1", "--gamma", "2"], "already sets its sampler"),
     (["--method", "blt", "--k", "3"], "--k does not apply to blt"),
     (["--method", "blt-dv-4", "--alpha", "0.5"], "--alpha does not apply to blt-dv"),
 ])
-def test_conflicting_method_options_are_refused(capsys, args, fragment):
+def test_conflicting_method_options_and_non_finite_sampling_are_refused(capsys, args, fragment):
     code, out, err = run_cli(capsys, "generate", "--model", "random:tiny", "--prompt", "x", *args)
     _one_error_line(code, out, err, fragment)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -27,12 +29,20 @@ class SamplingConfig:
         return ([BOE, BOS, PAD] if self.suppress_special else []) + ([EOS] if self.suppress_eos else [])
 
     def validate(self) -> None:
-        if self.temperature < 0:
-            raise BltbenchError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise BltbenchError(f"top-k must be >= 1, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise BltbenchError(f"top-p must be in (0, 1], got {self.top_p}")
+        def number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        def integer(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if not number(self.temperature) or self.temperature < 0:
+            raise BltbenchError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if self.top_k is not None and (not integer(self.top_k) or self.top_k < 1):
+            raise BltbenchError(f"top-k must be an integer >= 1, got {self.top_k!r}")
+        if self.top_p is not None and (not number(self.top_p) or not 0 < self.top_p <= 1):
+            raise BltbenchError(f"top-p must be in (0, 1], got {self.top_p!r}")
+        if not integer(self.seed):
+            raise BltbenchError(f"seed must be an integer, got {self.seed!r}")
 
     @property
     def greedy(self) -> bool:

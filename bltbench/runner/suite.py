@@ -103,9 +103,11 @@ def _sampling(raw: Any, where: str, base: SamplingConfig | None = None) -> Sampl
     values = {**(vars(base) if base else {}), **raw}
     try:
         config = SamplingConfig(**values)
+        config.validate()
     except TypeError as exc:
         raise BltbenchError(f"{where}: {exc}") from None
-    config.validate()
+    except BltbenchError as exc:
+        raise BltbenchError(f"{where}: {exc}") from None
     return config
 
 
