@@ -130,6 +130,7 @@ def test_bench_decode_runs_both_modes_side_by_side(capsys):
     assert code == 2 and "unknown mode graphs" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # 5 s: a profiler pass over cached steps
 def test_bench_decode_counts_operators_per_cached_step(capsys):
     import torch
 

@@ -148,6 +148,7 @@ def test_sweeps_stop_inside_decoding_at_the_task_stop_strings(tmp_path, monkeypa
     assert stopped["nfe"]["decoder"] < full["nfe"]["decoder"]
 
 
+@pytest.mark.slow  # 11 s: measures a device profile at one thread
 def test_timing_repeats_interleave_methods_fix_threads_and_record_the_environment(tmp_path, monkeypatch):
     """Also: the report says where the run was timed, and warns when the load exceeded the threads."""
     import torch

@@ -9,7 +9,7 @@ import pytest
 
 from bltbench.suites.sandbox import SandboxLimits, run_python
 
-LIMITS = SandboxLimits(cpu_seconds=2, wall_seconds=4, memory_bytes=512 << 20, output_bytes=16 * 1024)
+LIMITS = SandboxLimits(cpu_seconds=1, wall_seconds=2.5, memory_bytes=512 << 20, output_bytes=16 * 1024)
 BOUND_S = LIMITS.wall_seconds + 3  # wall limit plus teardown
 
 

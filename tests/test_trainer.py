@@ -61,7 +61,7 @@ def test_time_budget_shrinks_steps_and_logs_them(toy_corpus, tmp_path, monkeypat
     assert log["config"]["steps"] == trainer.step == log["steps_done"] and log["history"][-1]["step"] == trainer.step
 
 
-@pytest.mark.parametrize("variant", ["entropy", "blt-d"])
+@pytest.mark.parametrize("variant", ["entropy", pytest.param("blt-d", marks=pytest.mark.slow)])  # blt-d: 5-7 s
 def test_resume_continues_bit_exactly(toy_corpus, tmp_path, variant):
     extra = {"init": "random:tiny:3"} if variant == "blt-d" else {}
     straight = Trainer(_config(toy_corpus, tmp_path / "a", variant, steps=6, **extra))
