@@ -73,6 +73,11 @@ CHEATS = {  # each would pass a harness that trusts the exit status
     "writes guesses on every descriptor": "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'0' * 32)\n"
                                           "    except OSError:\n        pass\n" + FAILING_CHECK + "check()",
     "guard undone by deleting the module": "import sys\ndel sys.modules['os']\nimport os\nos._exit(0)\n" + FAILING_CHECK + "check()",
+    "the harness module's names replayed": "import __main__, os\n"
+        "secrets = [v for v in vars(__main__).values() if isinstance(v, bytes) and len(v) == 32]\n"
+        "for fd in range(3, 64):\n    for v in secrets:\n        try:\n"
+        "            os.write(fd, v)\n        except OSError:\n            pass\n"
+        "os._exit(0)\n" + FAILING_CHECK + "check()",
 }
 
 

@@ -62,31 +62,33 @@ def _guard(block_files):
 '''
 
 HARNESS = r'''
-import os as _os
-_token = _os.read(0, 64)  # the launcher's pipe; nothing more will come on it
-_null = _os.open(_os.devnull, _os.O_RDONLY)
-_os.dup2(_null, 0)
-_os.close(_null)
-_verdict, _write, _exit = int(_os.environ.pop("BLTBENCH_VERDICT_FD")), _os.write, _os._exit
-with open("program.py", encoding="utf-8") as _f:
-    _source = _f.read()
-_guard(_BLOCK_FILES)
-try:
-    exec(compile(_source, "program.py", "exec"), {"__name__": "__main__", "__file__": "program.py",
-                                                 "__builtins__": __builtins__})
-except BaseException:  # SystemExit too: a program that exits has not run its checks to the end
-    import traceback
-    traceback.print_exc()
-    _exit(1)
-import sys as _sys
-for _stream in (_sys.stdout, _sys.stderr):
+def _harness(block_files):
+    # Everything secret lives in this frame's locals, not in module globals that `import __main__` reaches.
+    import os, sys
+    token = os.read(0, 64)  # the launcher's pipe; nothing more will come on it
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    verdict, write, leave = int(os.environ.pop("BLTBENCH_VERDICT_FD")), os.write, os._exit
+    with open("program.py", encoding="utf-8") as f:
+        source = f.read()
+    _guard(block_files)
     try:
-        _stream.flush()
-    except BaseException:
-        pass
-_write(_verdict, _token)
-_exit(0)
+        exec(compile(source, "program.py", "exec"), {"__name__": "__main__", "__file__": "program.py",
+                                                     "__builtins__": __builtins__})
+    except BaseException:  # SystemExit too: a program that exits has not run its checks to the end
+        import traceback
+        traceback.print_exc()
+        leave(1)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    write(verdict, token)
+    leave(0)
 '''
+
 
 LAUNCHER = r'''
 import ctypes, json, os, resource, sys
@@ -222,7 +224,7 @@ def run_python(program: str, limits: SandboxLimits = SandboxLimits()) -> Sandbox
     isolated = namespaces_available()
     as_root = os.geteuid() == 0
     python = interpreter(as_root)
-    files = {"main.py": GUARD + f"_BLOCK_FILES = {not isolated}\n" + HARNESS, "program.py": program}
+    files = {"main.py": GUARD + HARNESS + f"_harness({not isolated})\n", "program.py": program}
     verdict_r, verdict_w = os.pipe()
     marker = f"BLTBENCH_SANDBOX={token[:12]}"
     env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "BLTBENCH_VERDICT_FD": str(verdict_w),
