@@ -134,3 +134,16 @@ def test_decoder_calls_count_the_latents_a_window_reads(micro_variants):
     one = dataclasses.replace(c, latents=1)
     extra = 2 * p.layers["decoder"] * c.positions * p.cross_attn_k * 2 * p.d_local
     assert kv_params(c, p) - kv_params(one, p) == extra
+
+
+def test_drafts_run_ahead_count_the_latents_of_where_they_ran(micro_variants):
+    """BLT-S drafts its next round before the host knows where it starts; once placed, each draft call
+    says how many latents it read there, as a plain step at that point would."""
+    from bltbench.model.ids import encode_prompt
+    from conftest import decode
+
+    calls = []
+    g = decode(micro_variants[1], "blt-s-4", encode_prompt(b"ab"), 40, observer=calls.append)
+    assert g.extras["rounds_run_ahead"] > 0
+    drafts = [c.latents for c in calls if c.component == "decoder" and c.role == "draft"]
+    assert drafts == sorted(drafts) and drafts[0] == 1 and drafts[-1] == 3

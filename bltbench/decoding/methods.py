@@ -121,30 +121,29 @@ def method_with_options(text: str, recompute: bool = False, weights: str | None 
                         block: int | None = None, sampler: str | None = None, alpha: float | None = None,
                         gamma: float | None = None) -> MethodSpec:
     """A method named on the command line plus the options given beside it: an option the method does
-    not take, or one that contradicts what its name says (`blt-s-8 --k 4`), is an error, not dropped."""
-    named = parse_method(text, weights=weights)
-    given = {"--k": k, "--block": block, "--sampler": sampler, "--alpha": alpha, "--gamma": gamma}
+    not take, one its name contradicts (`blt-s-8 --k 4`: the name's setting wins in `parse_method`, so
+    a contradiction shows as an option that did not take), or a sampler setting its sampler does not
+    read, is an error, not dropped."""
+    named = parse_method(text, recompute=recompute, weights=weights)
     takes = {"blt-s": {"--k"}, "blt-d": {"--block", "--sampler", "--alpha", "--gamma"}, "blt-dv": {"--block"}}
+    given = {"--k": k, "--block": block, "--sampler": sampler, "--alpha": alpha, "--gamma": gamma}
     for option, value in given.items():
         if value is not None and option not in takes.get(named.name, set()):
             raise BltbenchError(f"{option} does not apply to {named.name}")
-    if k is not None and re.fullmatch(r"blt-s-\d+", text.strip()) and k != named.k:
-        raise BltbenchError(f"{text} already sets k = {named.k}; --k {k} contradicts it (drop one)")
-    d = named.diffusion
-    if d is not None:
-        said = re.fullmatch(r"blt-dv?(-\d+)?(@\w+=.+)?", text.strip())
-        if block is not None and said and said.group(1) and block != d.block:
-            raise BltbenchError(f"{text} already sets block {d.block}; --block {block} contradicts it (drop one)")
-        if said and said.group(2) and (sampler is not None or alpha is not None or gamma is not None):
-            raise BltbenchError(f"{text} already sets its sampler; drop --sampler/--alpha/--gamma or the @setting")
-        config = DiffusionConfig(block if block is not None else d.block, SAMPLER_ALIASES.get(sampler, sampler) or d.sampler,
-                                 d.alpha if alpha is None else alpha, d.gamma if gamma is None else gamma)
-        if sampler is not None and sampler not in SAMPLER_ALIASES:
-            raise BltbenchError(f"unknown sampler {sampler!r} (confidence, entropy or eb)")
-        named = replace(named, diffusion=config)
-    named = replace(named, k=k if k is not None and named.name == "blt-s" else named.k, recompute=recompute)
-    named.validate()
-    return named
+    base = named.diffusion
+    asked = None if base is None else DiffusionConfig(
+        base.block if block is None else block, base.sampler if sampler is None else SAMPLER_ALIASES.get(sampler, sampler),
+        base.alpha if alpha is None else alpha, base.gamma if gamma is None else gamma)
+    spec = parse_method(text, k, recompute, asked, weights)
+    if (k is not None and spec.k != k) or (asked is not None and spec.diffusion != asked):
+        raise BltbenchError(f"{text} already sets what the options change ({spec.label}); drop the option or "
+                            "the name's setting")
+    d = spec.diffusion
+    if d is not None and alpha is not None and d.sampler != "confidence":
+        raise BltbenchError(f"--alpha applies to the confidence sampler; {spec.label} uses {d.sampler}")
+    if d is not None and gamma is not None and d.sampler == "confidence":
+        raise BltbenchError(f"--gamma applies to the entropy and eb samplers; {spec.label} uses confidence")
+    return spec
 
 
 def context(spec: MethodSpec, bundle: ModelBundle, observer: CallObserver | None = None,

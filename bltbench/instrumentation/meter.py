@@ -15,6 +15,11 @@ COMPONENTS = ("entropy", "encoder", "global", "decoder")
 GENERATION_ROLES = ("step", "draft", "verify")
 
 
+def counted(calls) -> list[Call]:
+    """The calls a method's NFEs and bandwidth count: not work run ahead and then discarded."""
+    return [c for c in calls if not c.discarded]
+
+
 @dataclass
 class Meter:
     calls: list[Call] = field(default_factory=list)
@@ -24,7 +29,7 @@ class Meter:
 
     def generation(self) -> list[Call]:
         """The method's generation calls: what its NFEs and bandwidth count."""
-        return [c for c in self.calls if c.role != "prefill" and not c.discarded]
+        return counted(c for c in self.calls if c.role != "prefill")
 
     def executed(self) -> list[Call]:
         """Every generation call that ran, work run ahead and then not needed included: what the

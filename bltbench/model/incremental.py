@@ -328,10 +328,9 @@ class IncrementalBLT:
             self._eager_steps = StepFunctions(self)
         return self.steps or self._eager_steps
 
-    def _observe_ahead(self, component: str, role: str, positions: int, offset: int, window: int | None,
-                       latents: int = 1) -> None:
+    def _observe_ahead(self, component: str, role: str, positions: int, offset: int, window: int | None) -> None:
         if self.observer is not None:
-            call = Call(component, role, positions, -1, latents=latents)
+            call = Call(component, role, positions, -1)
             self._unplaced.append((call, offset, window))
             self.observer(call)
 
@@ -356,7 +355,7 @@ class IncrementalBLT:
         torch.add(start, offset, out=self.pos)
         self._observe_ahead("encoder", role, 1, offset, window)
         steps.encoder(self.ids, self.pos)
-        self._observe_ahead("decoder", role, 1, offset, window, self._latents_read(self.n_latents - 1))
+        self._observe_ahead("decoder", role, 1, offset, window)
         self.latent.copy_(latent)
         return steps.decoder(self.pos, self.latent)
 
@@ -371,7 +370,8 @@ class IncrementalBLT:
         return self._fixed().entropy(self.ids, start + self.span_offsets[offset : offset + width])[:t]
 
     def place_ahead(self, start: int | None) -> None:
-        """The start the calls run ahead had (their cache lengths follow), or None: nothing read them."""
+        """The start the calls run ahead had (their cache lengths follow, and, the caches rolled back to
+        it, the latents drafts read), or None: nothing read them."""
         for call, offset, window in self._unplaced:
             if start is None:
                 call.discarded = True
@@ -379,6 +379,8 @@ class IncrementalBLT:
             else:
                 p = start + offset
                 call.cache_length = p if window is None else min(p, window - 1)
+                if call.component == "decoder":
+                    call.latents = self._latents_read(self.n_latents - 1)
         self._unplaced.clear()
 
     def settle_ahead(self, position: int, values: Sequence[float] | None, t: int) -> None:

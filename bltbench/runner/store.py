@@ -103,10 +103,7 @@ class RunStore:
         """The run in `folder`, locked (by `lock`, taken earlier by the caller, or here)."""
         self.folder = folder
         self.records_path = folder / RECORDS
-        if lock is None:
-            check_run_folder(folder, resume)
-            folder.mkdir(parents=True, exist_ok=True)
-        self.lock = lock or RunLock(folder)
+        self.lock = lock or claim_run_folder(folder, resume)
         try:
             self._open(suite_source, resume)
         except BaseException:

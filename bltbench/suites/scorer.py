@@ -40,8 +40,10 @@ class Usage:
 
     @property
     def counted(self) -> list[Call]:
-        """The calls the method's NFEs and bandwidth count (not work run ahead and then discarded)."""
-        return [c for c in self.calls if not c.discarded]
+        """The calls the method's NFEs and bandwidth count (`meter.counted`)."""
+        from bltbench.instrumentation.meter import counted
+
+        return counted(self.calls)
 
 
 def cut_at(text: str, stops: list[str] | tuple[str, ...]) -> str:
