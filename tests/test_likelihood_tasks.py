@@ -269,7 +269,7 @@ SUITE = {
 
 @needs_data
 def test_scoring_tasks_sweep_record_summarize_and_resume(tmp_path, monkeypatch, micro):
-    monkeypatch.setattr("bltbench.runner.sweep.load_model", lambda spec, device, *options: micro)  # milliseconds a pass
+    monkeypatch.setattr("bltbench.runner.worker.load_model", lambda spec, device, *options: micro)  # milliseconds a pass
     suite = parse_suite(SUITE, "lik.yaml")
     whole = run_suite(suite, tmp_path / "whole", data_dir=str(DATA), device_profile="off")
     assert whole.written == 12

@@ -7,6 +7,7 @@ import base64
 import html
 import io
 import json
+import statistics
 import os
 import re
 import shutil
@@ -389,3 +390,23 @@ def test_every_method_gets_a_distinct_colour_blind_safe_hue():
                  for x, y in itertools.combinations(methods, 2)]
     assert min(distances) > 0.15
     assert palette(methods[:3]) == {m: colours[m] for m in methods[:3]}  # a method keeps its colour
+
+
+def test_wall_clock_from_two_devices_is_reported_by_device_never_pooled(run_dir, tmp_path):
+    """A run whose diversity samples were timed on a GPU worker and the rest on this CPU: the method
+    tables give no pooled median, the wall-clock section one row per (method, device)."""
+    run = _run_copy(run_dir, tmp_path / "two-devices", lambda r: True)
+    rows = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["device"], r["device_name"] = ("cuda:0", "NVIDIA H200") if r["task"] == "diversity" else ("cpu", "Xeon")
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    costs = method_costs(load_run(run))
+    assert costs["ms_per_byte"].isna().all()  # never one median over two devices
+    split = costs.set_index("method")["timing_by_device"]["blt"]
+    assert set(split) == {"cpu (Xeon)", "cuda:0 (NVIDIA H200)"}
+    gpu = [r for r in rows if r["method"] == "blt" and r["task"] == "diversity"]
+    expected = statistics.median(1e3 * r["decode_s"] / r["bytes_generated"] for r in gpu)
+    assert split["cuda:0 (NVIDIA H200)"]["ms_per_byte"] == pytest.approx(expected)
+    write_report(run, ("html",), tmp_path / "out")
+    text = (tmp_path / "out" / "report.html").read_text()
+    assert "Decode time by device" in text and "cuda:0 (NVIDIA H200)" in text and "cpu (Xeon)" in text

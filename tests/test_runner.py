@@ -153,7 +153,7 @@ def test_timing_repeats_interleave_methods_fix_threads_and_record_the_environmen
     """Also: the report says where the run was timed, and warns when the load exceeded the threads."""
     import torch
 
-    import bltbench.runner.sweep as sweep_module
+    import bltbench.runner.worker as sweep_module
 
     order, real = [], sweep_module.measure
 

@@ -465,6 +465,10 @@ def run_cmd(
     dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP + " Overrides the suite's dtype."),
     hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help=BUCKETS_HELP + " Overrides the suite's."),
     device_profile: Optional[str] = typer.Option(None, "--device-profile", help=PROFILE_HELP),
+    executor: Optional[str] = typer.Option(None, "--executor", help="Where work units run: serial (this process; default) or ray."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: a local one, loopback only)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Ray workers, each loading the model once (default: cores / threads, or the cluster's GPUs)."),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help="GPUs each Ray worker takes (default 1 with --device cuda, else 0)."),
 ) -> None:
     """Sweep a suite's methods over its tasks; records, summary and where they went."""
     import time
@@ -474,6 +478,7 @@ def run_cmd(
     import dataclasses
 
     from bltbench.model.build import parse_dtype
+    from bltbench.runner.executors import make_executor
     from bltbench.runner.suite import Timing, load_suite
     from bltbench.runner.sweep import run_suite
 
@@ -494,11 +499,16 @@ def run_cmd(
         suite = dataclasses.replace(suite, hash_buckets=hash_buckets)
     if repeats is not None or threads is not None:
         suite = dataclasses.replace(suite, timing=Timing(repeats or suite.timing.repeats, threads or suite.timing.threads))
+    choice = suite.executor
+    runner = make_executor(executor or choice.name, address if address is not None else choice.address,
+                           workers if workers is not None else choice.workers,
+                           gpus_per_worker if gpus_per_worker is not None else choice.gpus_per_worker,
+                           suite.timing.threads)
     folder = out or Path("results") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     console = _console()
     sweep = lambda on_sample, on_plan: run_suite(  # noqa: E731
         suite, folder, limit, resume, _device(device), str(data_dir) if data_dir else None,
-        on_sample=on_sample, on_plan=on_plan, compile=compile, device_profile=device_profile)
+        on_sample=on_sample, on_plan=on_plan, compile=compile, device_profile=device_profile, executor=runner)
     if console.is_terminal:
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[last]}"))

@@ -37,13 +37,26 @@ def pooled_bytes_per_verify(records: list[dict]) -> float | None:
     return sum(r["committed_bytes"] for r in rounds) / total if total else None
 
 
+def device_of(record: dict) -> str:
+    """The device a record was timed on, as records name it ("cpu (Intel Xeon ...)", "cuda:0 (NVIDIA H200)");
+    "unrecorded" for records written before placement was."""
+    device, name = record.get("device"), record.get("device_name")
+    return f"{device} ({name})" if device and name else (device or name or "unrecorded")
+
+
+TIMINGS = ("ms_per_byte", "ms_per_byte_iqr", "bytes_per_s", "ttft_ms", "predicted_ms_per_byte", "roofline_fraction")
+
+
 def method_costs(records: list[dict], bytes_field: str = "bytes_generated", projections: tuple[str, ...] = ()) -> dict:
-    """Per-byte costs and timings of one method over its records."""
+    """Per-byte costs and timings of one method over its records. Timings from different devices are
+    never pooled into one median: when the records span several, the pooled timing fields are NaN and
+    `timing_by_device` holds each device's."""
     n = sum(r[bytes_field] for r in records)
     per = (lambda x: x / n) if n else (lambda x: math.nan)
-    timed = [(r[bytes_field], decode_seconds(r), r) for r in records if r[bytes_field] and decode_seconds(r) > 0]
-    ms, iqr = median_and_iqr(1e3 * t / b for b, t, _ in timed)
-    predicted = [(b, r) for b, _, r in timed if r.get("predicted_decode_s")]
+    by_device: dict[str, list[dict]] = {}
+    for r in records:
+        by_device.setdefault(device_of(r), []).append(r)
+    timings = _timings(records, bytes_field) if len(by_device) <= 1 else dict.fromkeys(TIMINGS, math.nan)
     return {
         "bytes": n,
         "gb_per_byte": per(sum(r["bandwidth_gb"] for r in records)),
@@ -52,13 +65,26 @@ def method_costs(records: list[dict], bytes_field: str = "bytes_generated", proj
         "nfe_per_byte": {c: per(sum(r["nfe"][c] for r in records)) for c in COMPONENTS},
         "bytes_per_decoder_pass": n / max(1, sum(r["nfe"]["decoder"] for r in records)),
         "accepted_per_verify": pooled_bytes_per_verify(records),
+        **timings,
+        "timing_by_device": {d: _timings(rs, bytes_field) for d, rs in sorted(by_device.items())}
+        if len(by_device) > 1 else None,
+        "projected_gb_per_byte": {p: per(sum(r["projected"][p]["bandwidth_gb"] for r in records)) for p in projections},
+    }
+
+
+def _timings(records: list[dict], bytes_field: str) -> dict:
+    """Medians over samples of decode time per byte (with its IQR), bytes/s, time to the first byte,
+    the roofline's predicted time per byte and the measured share of it."""
+    timed = [(r[bytes_field], decode_seconds(r), r) for r in records if r[bytes_field] and decode_seconds(r) > 0]
+    ms, iqr = median_and_iqr(1e3 * t / b for b, t, _ in timed)
+    predicted = [(b, r) for b, _, r in timed if r.get("predicted_decode_s")]
+    return {
         "ms_per_byte": ms,
         "ms_per_byte_iqr": iqr,
         "bytes_per_s": _median(b / t for b, t, _ in timed),
         "ttft_ms": _median(1e3 * r["ttft_s"] for *_, r in timed if r.get("ttft_s") is not None),
         "predicted_ms_per_byte": _median(1e3 * r["predicted_decode_s"] / b for b, r in predicted),
         "roofline_fraction": _median(r["predicted_decode_s"] / decode_seconds(r) for _, r in predicted),
-        "projected_gb_per_byte": {p: per(sum(r["projected"][p]["bandwidth_gb"] for r in records)) for p in projections},
     }
 
 

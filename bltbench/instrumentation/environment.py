@@ -44,7 +44,8 @@ def environment(device: str | torch.device, dtype: torch.dtype | str | None = No
 
 
 def overloaded(env: dict) -> bool:
-    """The machine ran more than the run's threads could have alone: load above threads at either end."""
+    """The machine ran more than the run's threads could have alone: load above threads at either end
+    (`threads_total`: the threads of every worker a run had on this machine)."""
     loads = [env.get("load_start"), env.get("load_end")]
-    threads = env.get("threads") or 1
+    threads = env.get("threads_total") or env.get("threads") or 1
     return any(load is not None and load > threads + 0.5 for load in loads)

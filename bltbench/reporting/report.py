@@ -269,10 +269,29 @@ def speed_tables(run: RunData, costs: pd.DataFrame) -> list[tuple[str, pd.DataFr
              **{("speedup over blt", label): _fmt(r[column], ".2f") for column, label, _ in plots.SPEEDUPS}}
             for _, r in costs.iterrows()]
     out = [("Decode time and speedups: measured, roofline-predicted, paper proxy", _frame(rows))]
+    by_device = device_timing_table(costs)
+    if by_device is not None:
+        out.append(("Decode time by device (a run that spans devices is never pooled into one median)", by_device))
     profile = device_profile_table(run)
     if profile is not None:
         out.append(("Device profile the roofline priced with", profile))
     return out
+
+
+def device_timing_table(costs: pd.DataFrame) -> pd.DataFrame | None:
+    """One row per (method, device) for methods whose samples were timed on several devices (None: every
+    method ran on one, and the tables above quote it)."""
+    rows = []
+    for _, r in costs.iterrows():
+        split = r.get("timing_by_device")
+        for device, t in (split if isinstance(split, dict) else {}).items():
+            rows.append({("", "method"): r["method"], ("", "device"): device,
+                         ("decode ms/byte", "median"): _fmt(t["ms_per_byte"], ".3g"),
+                         ("decode ms/byte", "IQR"): _fmt(t["ms_per_byte_iqr"], ".3g"),
+                         ("decode ms/byte", "roofline"): _fmt(t["predicted_ms_per_byte"], ".3g"),
+                         ("", "bytes/s, median"): _fmt(t["bytes_per_s"], ".1f"),
+                         ("", "TTFT ms, median"): _fmt(t["ttft_ms"], ".1f")})
+    return _frame(rows) if rows else None
 
 
 def device_profile_table(run: RunData) -> pd.DataFrame | None:

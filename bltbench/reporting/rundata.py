@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from bltbench.errors import BltbenchError
+from bltbench.instrumentation.costs import device_of
 from bltbench.instrumentation.meter import COMPONENTS
 from bltbench.runner.store import ENVIRONMENT, RECORDS, SUITE, SUMMARY_JSON
 
@@ -150,6 +151,7 @@ def _sample_row(r: dict) -> dict:
         "temperature": _number(((r.get("settings") or {}).get("sampling") or {}).get("temperature")),
         "time": _number(r.get("time")),
         "kind": str(r.get("kind") or "generation"),
+        "device": device_of(r),
         "output": r.get("output") if isinstance(r.get("output"), str) else "",
     }
     for c in COMPONENTS:

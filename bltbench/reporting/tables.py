@@ -57,7 +57,8 @@ def _as_record(row) -> dict:
     return {"bytes_generated": int(row["bytes"]), "bandwidth_gb": row["gb"], "bandwidth_gb_ext": row["gb_ext"],
             "bandwidth_gb_kv": row["gb_kv"], "nfe": {c: int(row[f"nfe_{c}"]) for c in COMPONENTS},
             "decode_s": value("decode_s"), "ttft_s": value("ttft_s"), "predicted_decode_s": value("predicted_decode_s"),
-            "verify_rounds": value("verify_rounds"), "committed_bytes": value("committed_bytes")}
+            "verify_rounds": value("verify_rounds"), "committed_bytes": value("committed_bytes"),
+            "device": row.get("device")}
 
 
 def method_costs(run: RunData) -> pd.DataFrame:
@@ -84,6 +85,7 @@ def method_costs(run: RunData) -> pd.DataFrame:
             **{f"proj_{p}": _per_byte(m[f"proj_gb_{p}"].sum(), n) for p in run.projections},
         }
         row["nfe_total"] = sum(row[f"nfe_{c}"] for c in COMPONENTS)
+        row["timing_by_device"] = costs["timing_by_device"]
         rows.append((row, costs))
     base = next((costs for row, costs in rows if row["method"] == BASELINE), None)
     out = pd.DataFrame([row for row, _ in rows])

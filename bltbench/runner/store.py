@@ -18,6 +18,7 @@ import yaml
 
 from bltbench.atomic import write_text_atomic
 from bltbench.errors import BltbenchError
+from bltbench.runner.suite import NOT_RESUME_IDENTITY
 
 RECORDS = "records.jsonl"
 SUITE = "suite.yaml"
@@ -98,6 +99,11 @@ class RunLock:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _identity(source) -> object:
+    """What a resumed run must share with the one it continues: the suite, less where its units ran."""
+    return {k: v for k, v in source.items() if k not in NOT_RESUME_IDENTITY} if isinstance(source, dict) else source
+
+
 class RunStore:
     def __init__(self, folder: Path, suite_source: dict, resume: bool, lock: RunLock | None = None) -> None:
         """The run in `folder`, locked (by `lock`, taken earlier by the caller, or here)."""
@@ -126,7 +132,7 @@ class RunStore:
                 previous = yaml.safe_load((folder / SUITE).read_text(encoding="utf-8"))
             except (OSError, yaml.YAMLError):
                 raise BltbenchError(f"{folder / SUITE} is missing or unreadable; cannot resume") from None
-            if previous != suite_source:
+            if _identity(previous) != _identity(suite_source):
                 raise BltbenchError(f"the suite differs from the one {folder} was started with; cannot resume")
         else:
             write_text_atomic(folder / SUITE, yaml.safe_dump(suite_source, sort_keys=False, allow_unicode=True))

@@ -9,6 +9,7 @@
     project: [blt-1b, blt-7b]       # also price every trace at these sizes
     compile: false                  # run one-position steps through torch.compile (CUDA graphs on a GPU)
     timing: {repeats: 3, threads: 1}  # each sample timed 3 times, methods interleaved; torch at 1 thread
+    executor: {name: ray, workers: 2}  # where units run: serial (default) or ray (address, workers, gpus_per_worker)
     tasks:
       - {name: flores-fr-en, limit: 4, max_bytes: 128}
       - {name: diversity, limit: 4, sampling: {temperature: 1.0, top_p: 0.9}}
@@ -34,7 +35,9 @@ from bltbench.suites.tasks.base import ScoringTask
 from bltbench.suites.tasks.registry import get_task
 
 SUITE_FIELDS = {"name", "model", "methods", "sampling", "project", "tasks", "data_dir", "description", "compile", "timing",
-                "dtype", "hash_buckets"}
+                "dtype", "hash_buckets", "executor"}
+EXECUTOR_FIELDS = {"name", "address", "workers", "gpus_per_worker"}
+NOT_RESUME_IDENTITY = ("executor",)  # where a run's units ran does not change its records
 TIMING_FIELDS = {"repeats", "threads"}
 TASK_FIELDS = {"name", "limit", "max_bytes", "sampling"}
 SAMPLING_FIELDS = {"temperature", "top_p", "top_k", "seed"}
@@ -61,6 +64,7 @@ class Suite:
     timing: "Timing" = field(default_factory=lambda: Timing())
     dtype: str = "fp32"
     hash_buckets: int | None = None
+    executor: "ExecutorChoice" = field(default_factory=lambda: ExecutorChoice())
 
     @property
     def weights(self) -> set[str]:
@@ -75,6 +79,42 @@ class Timing:
 
     repeats: int = 1
     threads: int | None = None
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """Where the sweep's work units run: `serial` (this process) or `ray` (actors, local or a cluster)."""
+
+    name: str = "serial"
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float | None = None
+
+
+def _executor(raw: Any, where: str) -> ExecutorChoice:
+    if raw is None:
+        return ExecutorChoice()
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise BltbenchError(f"{where}: executor must be serial, ray, or a mapping with name, address, workers, "
+                            "gpus_per_worker")
+    unknown = set(raw) - EXECUTOR_FIELDS
+    if unknown:
+        raise BltbenchError(f"{where}: unknown executor fields {', '.join(sorted(unknown))}")
+    name = raw.get("name", "serial")
+    if name not in ("serial", "ray"):
+        raise BltbenchError(f"{where}: executor.name must be serial or ray, got {name!r}")
+    workers, gpus, address = raw.get("workers"), raw.get("gpus_per_worker"), raw.get("address")
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        raise BltbenchError(f"{where}: executor.workers must be a positive integer, got {workers!r}")
+    if gpus is not None and (not isinstance(gpus, (int, float)) or isinstance(gpus, bool) or gpus < 0):
+        raise BltbenchError(f"{where}: executor.gpus_per_worker must be a number >= 0, got {gpus!r}")
+    if address is not None and not isinstance(address, str):
+        raise BltbenchError(f"{where}: executor.address must be a string, got {address!r}")
+    if name == "serial" and (workers, gpus, address) != (None, None, None):
+        raise BltbenchError(f"{where}: executor address, workers and gpus_per_worker apply to ray only")
+    return ExecutorChoice(name, address, workers, None if gpus is None else float(gpus))
 
 
 def _timing(raw: Any, where: str) -> Timing:
@@ -185,7 +225,8 @@ def parse_suite(raw: Any, where: str) -> Suite:
     if buckets is not None and (not isinstance(buckets, int) or isinstance(buckets, bool) or buckets < 1):
         raise BltbenchError(f"{where}: hash_buckets must be a positive integer, got {buckets!r}")
     return Suite(str(raw["name"]), str(raw["model"]), methods, tuple(tasks), tuple(map(str, project)),
-                 raw.get("data_dir"), raw, compile, _timing(raw.get("timing"), where), str(dtype), buckets)
+                 raw.get("data_dir"), raw, compile, _timing(raw.get("timing"), where), str(dtype), buckets,
+                 _executor(raw.get("executor"), where))
 
 
 SHIPPED = Path(__file__).resolve().parent.parent / "suites" / "shipped"  # the repository's suites/, as package data

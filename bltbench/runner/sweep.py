@@ -13,25 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from bltbench.decoding.methods import MethodSpec
-from bltbench.instrumentation.bandwidth import price
 from bltbench.instrumentation.costs import method_costs, pooled_bytes_per_verify
-from bltbench.instrumentation.device_profile import profile_for
-from bltbench.instrumentation.roofline import Roofline
-from bltbench.instrumentation.environment import environment, load_average
-from bltbench.instrumentation.measure import measure, median_of_repeats, own_params
-from bltbench.instrumentation.meter import COMPONENTS, Meter
-from bltbench.instrumentation.params import profile
-from bltbench.instrumentation.timing import fixed_threads, interleaved
-from bltbench.model.checkpoint import load_model
-from bltbench.model.ids import encode_prompt
-from bltbench.runner.store import RunStore, claim_run_folder
+from bltbench.instrumentation.environment import load_average
+from bltbench.instrumentation.timing import fixed_threads
+from bltbench.runner.executors import SerialExecutor, WorkerArgs
+from bltbench.runner.store import RunStore, claim_run_folder, record_key
 from bltbench.runner.suite import Suite
+from bltbench.runner.units import WorkItem, WorkUnit, make_units, sample_cost
+from bltbench.runner.worker import settings_of
 from bltbench.suites.data import DataSource
-from bltbench.suites.scorer import Scorer
-from bltbench.suites.tasks.base import Sample, Scored, ScoringTask
+from bltbench.suites.tasks.base import Sample, ScoringTask
 from bltbench.suites.tasks.registry import get_task
 
 
@@ -61,132 +53,128 @@ def run_suite(
     on_plan: Callable[[int], None] | None = None,
     compile: bool = False,
     device_profile: str | None = None,
+    executor=None,
 ) -> SweepResult:
     """Every method over every task's samples; `compile` (or the suite's `compile: true`) runs
     one-position steps compiled; the suite's `timing:` sets repeats and torch's thread count (restored
-    after the run)."""
+    after the run). `executor` runs the work units (default: serially, in this process)."""
     lock = claim_run_folder(folder, resume)  # before data and the model load: a bad --out costs nothing
+    executor = executor or SerialExecutor()
     try:
         with fixed_threads(suite.timing.threads):
             result = _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, compile,
-                            device_profile, lock)
+                            device_profile, lock, executor)
     except BaseException:
         lock.release(abandon=True)
         raise
+    finally:
+        executor.close()
     lock.release()
     return result
 
 
 def _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, compile, device_profile,
-           lock) -> SweepResult:
-    steps = "compiled" if compile or suite.compile else "eager"
-    data = DataSource(data_dir or suite.data_dir)
+           lock, executor) -> SweepResult:
+    data_dir = data_dir or suite.data_dir
+    data = DataSource(data_dir)
     plan: list[tuple[object, object, list[Sample]]] = []
     for entry in suite.tasks:
         task = get_task(entry.name)
         cap = min(x for x in (entry.limit, limit) if x is not None) if (entry.limit or limit) else None
         plan.append((entry, task, task.samples(data, cap)))
-    bundle = load_model(suite.model, device, suite.dtype, suite.hash_buckets, suite.weights)
-    for spec in suite.methods:
-        spec.validate(bundle)
+    executor.start(WorkerArgs(suite, device, str(Path(data_dir).resolve()) if data_dir else None, compile,
+                              device_profile))
     store = RunStore(folder, suite.source, resume, lock)  # released by run_suite
     if on_plan:
         on_plan(len(suite.methods) * sum(len(s) for _, _, s in plan))
-    written = skipped = 0
-    dtype = bundle.dtype
-    env = environment(device, dtype)
-    roofline = None
-    if device_profile != "off":  # measured at this run's threads and dtype (cached per machine), or a file
-        profile = profile_for(bundle, device, device_profile)
-        roofline = Roofline(bundle.config, profile, dtype)
-        env["device_profile"] = profile.to_json()
-    labels = {spec.label: spec for spec in suite.methods}
+    counts = {"written": 0, "skipped": 0}
 
     def done(label: str, task_name: str, what: str = "") -> None:
         if on_sample:
             on_sample(f"{label} {task_name}{what}")
 
-    # Generation tasks, sample by sample: every method on one prompt, `repeats` rounds interleaved
-    # (A B C A B C), so a busy machine slows every method alike; each record keeps the median timing.
+    def write(record: dict) -> None:
+        store.append(record)
+        counts["written"] += 1
+        done(record["method"], record["task"])
+
     for entry, task, samples in plan:
-        if isinstance(task, ScoringTask):
-            continue
-        budget = entry.max_bytes or task.max_bytes
         for sample in samples:
-            pending = [label for label in labels if not store.has((label, task.name, sample.id))]
-            for label in labels:
-                if label not in pending:
-                    skipped += 1
-                    done(label, task.name, ": skipped (done)")
-            if not pending:
-                continue
-            ids = encode_prompt(sample.prompt.encode())
-            timed = interleaved(pending, suite.timing.repeats, lambda label: measure(
-                labels[label], bundle, ids, budget, entry.sampling, device, suite.project, stop=task.stop, steps=steps,
-                roofline=roofline))
-            for label in pending:
-                store.append(_generation_record(labels[label], task, sample, entry, budget,
-                                                median_of_repeats(timed[label]), suite.timing.repeats))
-                written += 1
-                done(label, task.name)
-    scored = _scored_by_weights(store.records())
-    for spec in suite.methods:
-        scorer = None
-        for entry, task, samples in plan:
-            if not isinstance(task, ScoringTask):
-                continue
-            todo = []
-            for sample in samples:
+            for spec in suite.methods:
                 if store.has((spec.label, task.name, sample.id)):
-                    skipped += 1
+                    counts["skipped"] += 1
                     done(spec.label, task.name, ": skipped (done)")
-                else:
-                    todo.append(sample)
-            weights = spec.runs_on
-            fresh = []
-            for sample in todo:
-                prior = scored.get((weights, task.name, sample.id))
-                if prior is None:
-                    fresh.append(sample)
-                    continue
-                store.append(_reused(prior, spec))
-                written += 1
-                done(spec.label, task.name)
-            if fresh:
-                scorer = scorer or Scorer(bundle, spec, device=device, steps=steps)
-                for result in task.evaluate(scorer, fresh):
-                    record = _scoring_record(spec, task, result, bundle, suite.project)
-                    store.append(record)
-                    scored[(weights, task.name, result.sample.id)] = record
-                    written += 1
-                    done(spec.label, task.name)
+    groups = _weight_groups(suite)
+    scored = _scored_by_weights(store.records())
+    units = []
+    for index, (entry, task, samples) in enumerate(plan):
+        if isinstance(task, ScoringTask):
+            units += _scoring_units(index, task, samples, groups, scored, store, write, executor.shards_per_task)
+        else:
+            units += _generation_units(index, entry, task, samples, suite, store, executor.shards_per_task)
+
+    def remaining(unit: WorkUnit) -> WorkUnit | None:
+        return unit.remaining(lambda label, sample_id: store.has((label, plan[unit.entry][1].name, sample_id)))
+
+    for record in executor.run(units, remaining):
+        if store.has(record_key(record)):
+            continue  # streamed twice by a worker that died after sending it
+        write(record)
+        if record.get("kind") == "scoring":  # the other methods on these weights share it
+            weights = record["settings"]["weights"]
+            scored[(weights, record["task"], record["sample_id"])] = record
+            for spec in groups[weights]:
+                if not store.has((spec.label, record["task"], record["sample_id"])):
+                    write(_reused(record, spec))
+    env = executor.environment()
     env["load_end"] = load_average()
     store.write_environment(env)
     summary = summarize(suite, store.records(), {t.name: (t, s) for _, t, s in plan})
     store.write_summary(summary)
-    return SweepResult(folder, written, skipped, summary)
+    return SweepResult(folder, counts["written"], counts["skipped"], summary)
 
 
-def _generation_record(spec: MethodSpec, task, sample: Sample, entry, budget: int, m, repeats: int) -> dict:
-    completion = task.postprocess(m.generation.text)
-    return {
-        "method": spec.label,
-        "task": task.name,
-        "sample_id": sample.id,
-        "settings": {**_settings(spec), "sampling": vars(entry.sampling), "max_bytes": budget},
-        "completion": completion,
-        "score": task.score(sample, completion),
-        **{k: v for k, v in m.to_json().items() if k not in ("method", "output")},
-        "timing_repeats": repeats,
-        "threads": torch.get_num_threads(),
-        "output": m.generation.text,
-        "time": time.time(),
-    }
+def _weight_groups(suite: Suite) -> dict[str, list[MethodSpec]]:
+    """The suite's methods by the weights they score with, in suite order: the first one lacking a
+    scoring record scores the sample, the others reuse its record."""
+    groups: dict[str, list[MethodSpec]] = {}
+    for spec in suite.methods:
+        groups.setdefault(spec.runs_on, []).append(spec)
+    return groups
 
 
-def _settings(spec: MethodSpec) -> dict:
-    return {"name": spec.name, "k": spec.k, "weights": spec.runs_on,
-            "diffusion": vars(spec.diffusion) if spec.diffusion else None}
+def _generation_units(index, entry, task, samples, suite, store, shards) -> list[WorkUnit]:
+    budget = entry.max_bytes or task.max_bytes
+    atoms, costs = [], []
+    for sample in samples:
+        labels = tuple(s.label for s in suite.methods if not store.has((s.label, task.name, sample.id)))
+        if labels:
+            atoms.append([WorkItem(sample, labels)])
+            costs.append(sample_cost(sample, budget) * len(labels))
+    return make_units("generation", index, atoms, costs, shards)
+
+
+def _scoring_units(index, task, samples, groups, scored, store, write, shards) -> list[WorkUnit]:
+    """Units scoring what no method on the same weights has scored yet; samples scored already are
+    copied to the methods that lack them here and now."""
+    by_label: dict[str, list[Sample]] = {}
+    for sample in samples:
+        for weights, specs in groups.items():
+            lacking = [s for s in specs if not store.has((s.label, task.name, sample.id))]
+            if not lacking:
+                continue
+            prior = scored.get((weights, task.name, sample.id))
+            if prior is None:
+                by_label.setdefault(lacking[0].label, []).append(sample)
+                continue
+            for spec in lacking:
+                write(_reused(prior, spec))
+    units = []
+    for label, todo in by_label.items():
+        atoms = [[WorkItem(s, (label,)) for s in atom] for atom in task.atoms(todo)]
+        costs = [sum(sample_cost(item.sample) for item in atom) for atom in atoms]
+        units += make_units("scoring", index, atoms, costs, shards)
+    return units
 
 
 def _scored_by_weights(records: list[dict]) -> dict[tuple[str, str, str], dict]:
@@ -202,35 +190,7 @@ def _scored_by_weights(records: list[dict]) -> dict[tuple[str, str, str], dict]:
 def _reused(prior: dict, spec: MethodSpec) -> dict:
     """Another method's scoring record for the same weights, relabelled and marked as reused (its
     NFEs, bandwidth and time are what this method's identical passes would cost)."""
-    return {**prior, "method": spec.label, "settings": _settings(spec), "reused_from": prior["method"], "time": time.time()}
-
-
-def _scoring_record(spec: MethodSpec, task: ScoringTask, scored: Scored, bundle, projections: tuple[str, ...]) -> dict:
-    """A scoring task's per-sample record: scores, what the task kept, and what the scoring passes
-    cost (NFEs by component, sequences run, bytes scored, bandwidth of the weights they read)."""
-    u = scored.usage
-    bw = price(u.counted, own_params(bundle))
-    return {
-        "method": spec.label,
-        "task": task.name,
-        "sample_id": scored.sample.id,
-        "kind": "scoring",
-        "settings": _settings(spec),
-        "score": scored.score,
-        "detail": scored.detail,
-        "nfe": Meter.nfe(u.counted),
-        "positions": Meter.positions(u.counted),
-        "sequences": u.sequences,
-        "bytes_scored": u.bytes_scored,
-        "bytes_generated": u.bytes_generated,
-        "bandwidth_gb": bw.paper_gb,
-        "bandwidth_gb_ext": bw.extended_gb,
-        "bandwidth_gb_kv": bw.kv_gb,
-        "projected": {name: {"bandwidth_gb": p.paper_gb, "bandwidth_gb_ext": p.extended_gb, "bandwidth_gb_kv": p.kv_gb}
-                      for name, p in ((name, price(u.counted, profile(name))) for name in projections)},
-        "wall_s": u.wall_s,
-        "time": time.time(),
-    }
+    return {**prior, "method": spec.label, "settings": settings_of(spec), "reused_from": prior["method"], "time": time.time()}
 
 
 def summarize(suite: Suite, records: list[dict], tasks: dict) -> list[dict]:

@@ -63,6 +63,15 @@ class ScoringTask:
     def samples(self, data: DataSource, limit: int | None = None) -> list[Sample]:
         raise NotImplementedError
 
+    def load(self, data: DataSource) -> None:
+        """Read what `evaluate` needs besides the samples (a worker that was handed samples calls this)."""
+
+    def atoms(self, samples: list[Sample]) -> list[list[Sample]]:
+        """`samples` cut into the groups `evaluate` scores together, in its order: a sweep split across
+        workers keeps each group whole, so no score depends on where the sweep was cut. By default
+        every sample alone."""
+        return [[s] for s in samples]
+
     def evaluate(self, scorer: Scorer, samples: list[Sample]) -> Iterator[Scored]:
         """Scores `samples` (any subset of `samples()`, e.g. what a resumed run still lacks), yielding
         each as soon as it is done."""

@@ -47,22 +47,29 @@ class LikelihoodTask(ScoringTask):
                 out.append(Sample(sid, "", meta={"subtask": subtask, "doc_id": i}))
         return out
 
+    def load(self, data: DataSource) -> None:
+        self.tasks(data)
+
+    def atoms(self, samples: list[Sample]) -> list[list[Sample]]:
+        """Chunks of `chunk` documents of one subtask: one evaluator call each."""
+        by_subtask: dict[str, list[Sample]] = {}
+        for s in samples:
+            by_subtask.setdefault(s.meta["subtask"], []).append(s)
+        return [group[first : first + self.chunk] for group in by_subtask.values()
+                for first in range(0, len(group), self.chunk)]
+
     def evaluate(self, scorer: Scorer, samples: list[Sample]) -> Iterator[Scored]:
         from bltbench.suites.lm_eval_model import BltbenchLM
 
         lm = BltbenchLM(scorer)
         tasks = self.tasks()
-        by_subtask: dict[str, list[Sample]] = {}
-        for s in samples:
-            by_subtask.setdefault(s.meta["subtask"], []).append(s)
-        for subtask, group in by_subtask.items():
-            for first in range(0, len(group), self.chunk):
-                chunk = group[first : first + self.chunk]
-                rows = evaluate_docs(lm, subtask, tasks[subtask], [s.meta["doc_id"] for s in chunk])
-                usage = lm.take_usage()
-                for s, row in zip(chunk, rows):
-                    yield Scored(s, {m: float(row[m]) for m in METRICS}, self._detail(subtask, row),
-                                 usage[(subtask, row["chunk_index"])])
+        for chunk in self.atoms(samples):
+            subtask = chunk[0].meta["subtask"]
+            rows = evaluate_docs(lm, subtask, tasks[subtask], [s.meta["doc_id"] for s in chunk])
+            usage = lm.take_usage()
+            for s, row in zip(chunk, rows):
+                yield Scored(s, {m: float(row[m]) for m in METRICS}, self._detail(subtask, row),
+                             usage[(subtask, row["chunk_index"])])
 
     @staticmethod
     def _detail(subtask: str, row: dict) -> dict:
