@@ -27,6 +27,12 @@ def _port() -> str:
         return str(s.getsockname()[1])
 
 
+def _single(corpus: str, out: str, variant: str, steps: int = 6, **options) -> tuple[Trainer, list[float]]:
+    torch.set_num_threads(1)
+    trainer = Trainer(config(corpus, out, variant, **options))
+    return trainer, [trainer.train_step()[0] for _ in range(steps)]
+
+
 def _torchrun(nproc: int, *args: str) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--nnodes", "1",
                "--master_addr", "127.0.0.1", "--master_port", _port(), str(WORKER), *args]
@@ -112,3 +118,72 @@ def test_train_nproc_launches_torchrun_and_logs_the_single_process_curve(corpus,
         assert b["heldout_bpb"] == pytest.approx(a["heldout_bpb"], rel=TOLERANCE)
     code, out, err = run_cli(capsys, *args, "--out", str(tmp_path / "odd"), "--nproc", "3")
     assert code == 2 and err.strip() == "error: the global batch (4) must split evenly over 3 processes"
+
+
+@pytest.mark.slow  # two torchrun launches
+def test_fsdp_two_processes_train_as_one_shard_checkpoints_and_resume_exactly(corpus, tmp_path):
+    one, single = _single(corpus, str(tmp_path / "one"), "blt")
+    _torchrun(2, "straight", corpus, str(tmp_path / "two"), str(tmp_path / "two.pt"), "blt", "fsdp")
+    two = torch.load(tmp_path / "two.pt")
+    assert two["sharded"] and two["world"] == 2
+    assert two["losses"] == pytest.approx(single, rel=TOLERANCE)
+    for name, tensor in one.model.state_dict().items():
+        assert torch.allclose(two["model"][name], tensor, atol=1e-4), name
+    shards = sorted(p.name for p in (tmp_path / "two" / "checkpoint").iterdir())
+    assert shards == [".metadata", "__0_0.distcp", "__1_0.distcp", "trainer.pt"]  # each rank wrote its shard
+    assert not (tmp_path / "two" / "checkpoint.pt").exists()
+
+    _torchrun(2, "split", corpus, str(tmp_path / "split"), str(tmp_path / "split.pt"), "blt", "fsdp")
+    split = torch.load(tmp_path / "split.pt")
+    assert split["losses"] == two["losses"]  # a resume from sharded checkpoints is bit-exact
+    for name, tensor in two["model"].items():
+        assert torch.equal(tensor, split["model"][name]), name
+
+
+@pytest.mark.slow
+def test_a_sharded_checkpoint_resumes_on_one_unsharded_process(corpus, tmp_path):
+    _, single = _single(corpus, str(tmp_path / "one"), "blt")
+    _torchrun(2, "three", corpus, str(tmp_path / "two"), str(tmp_path / "two.pt"), "blt", "fsdp")
+    resumed = Trainer(config(corpus, str(tmp_path / "two"), "blt"))
+    resumed.load_checkpoint()
+    assert resumed.step == 3 and not resumed.sharded
+    assert [resumed.train_step()[0] for _ in range(3)] == pytest.approx(single[3:], rel=1e-4)
+
+
+@pytest.mark.slow  # two torchrun launches
+def test_blt_d_from_blt_with_frozen_encoder_and_global_under_ddp_and_fsdp(corpus, tmp_path):
+    one, single = _single(corpus, str(tmp_path / "one"), "blt-d", freeze=("encoder", "global"))
+    init = one.bundle.blt.state_dict()
+    for how in ("ddp-frozen", "fsdp-frozen"):
+        _torchrun(2, "straight", corpus, str(tmp_path / how), str(tmp_path / f"{how}.pt"), "blt-d", how)
+        run = torch.load(tmp_path / f"{how}.pt")
+        assert run["sharded"] == how.startswith("fsdp")
+        assert run["losses"] == pytest.approx(single, rel=TOLERANCE)
+        weights = run["model"]
+        frozen = [k for k in weights if k.startswith(("local_encoder.", "encoder_hash_tok_embedding.", "global_transformer."))]
+        assert frozen and all(torch.equal(weights[k], init[k]) for k in frozen)  # kept at the BLT's values
+        assert not torch.equal(weights["local_decoder.output.weight"], init["local_decoder.output.weight"])
+        assert torch.allclose(weights["local_decoder.output.weight"], one.model.state_dict()["local_decoder.output.weight"],
+                              atol=1e-4)
+
+
+@pytest.mark.slow
+def test_train_nproc_fsdp_writes_the_bundle_and_resumes_on_one_process(corpus, tmp_path, capsys):
+    from conftest import run_cli
+
+    from bltbench.model.checkpoint import load_model
+
+    args = ["train", "--variant", "entropy", "--corpus", corpus, "--seq-len", "48", "--batch-size", "4",
+            "--warmup", "2", "--eval-every", "2", "--checkpoint-every", "2"]
+    code, _, err = run_cli(capsys, *args, "--steps", "4", "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *args, "--steps", "2", "--out", str(tmp_path / "two"), "--nproc", "2", "--fsdp")
+    assert code == 0, err
+    assert (tmp_path / "two" / "checkpoint" / "trainer.pt").exists()
+    code, _, err = run_cli(capsys, *args, "--steps", "4", "--out", str(tmp_path / "two"), "--resume")  # one process
+    assert code == 0, err
+    a, b = (load_model(str(tmp_path / name)).entropy.state_dict() for name in ("one", "two"))
+    for name, tensor in a.items():
+        assert torch.allclose(b[name].float(), tensor.float(), atol=1e-2), name  # bf16 bundles
+    code, _, err = run_cli(capsys, *args, "--steps", "6", "--out", str(tmp_path / "two"), "--resume", "--nproc", "2")
+    assert code == 0, err  # and back on two (DDP) processes from the one-process checkpoint

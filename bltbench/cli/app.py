@@ -317,6 +317,8 @@ def train_cmd(
         None, "--time-budget", help="Seconds: fewer steps than --steps if their measured pace needs it."),
     nproc: int = typer.Option(1, "--nproc", help="Data-parallel processes on this machine (runs torchrun on "
                               "loopback; --batch-size is the global batch, split over them)."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="Over several processes, shard weights, gradients and optimizer "
+                              "state (FSDP2) instead of replicating them; checkpoints are then sharded."),
 ) -> None:
     """Train the entropy model, a BLT, or BLT-D (from BLT weights)."""
     import os
@@ -344,7 +346,7 @@ def train_cmd(
         seq_len=seq_len, batch_size=batch_size, lr=lr, warmup=warmup, eval_every=eval_every,
         checkpoint_every=checkpoint_every, doc_mode=doc_mode, seed=seed, device=_device(device), eval_dtype=dtype,
         freeze=tuple(x.strip() for x in freeze.split(",") if x.strip()), time_budget=time_budget,
-        warm_start=warm_start,
+        warm_start=warm_start, fsdp=fsdp,
     )
     trainer = Trainer(config)
     if resume:

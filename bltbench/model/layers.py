@@ -47,7 +47,7 @@ def fused_weight(owner: nn.Module, *linears: nn.Linear) -> torch.Tensor:
     weights = [lin.weight for lin in linears]
     if torch.compiler.is_compiling():  # compiled decode steps: the eager prefill has built it already
         return owner._fused_weight
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or getattr(owner, "_no_fused_cache", False):  # training, or a sharded model
         return torch.cat(weights)
     base = getattr(owner, "_fused_base", None)
     if base is not None and weights[0].data_ptr() == base.data_ptr():  # the linears are views of it

@@ -6,6 +6,12 @@ own rows of it; DistributedDataParallel averages the gradients, so a step is the
 the same global batch, and every rank's generator stays where a single process's would be. Rank 0
 alone evaluates and writes checkpoints and the bundle; a checkpoint holds no rank state, so a run
 resumes on any number of processes.
+
+With `--fsdp`, parameters, gradients and optimizer state are sharded over the ranks instead (FSDP2,
+`fully_shard`): for models whose hash tables do not fit one device. Each hash table and the global
+transformer are units of their own, all-gathered one at a time; checkpoints are sharded
+(torch.distributed.checkpoint), every rank writing its shards, and load on any number of processes,
+sharded or not.
 """
 
 from __future__ import annotations
@@ -55,6 +61,27 @@ def from_environment(device: torch.device) -> Ranks:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     return ranks
+
+
+def shard(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2 over the process group: each hash-embedding table and the global transformer one unit (they
+    are the bulk of the weights and are only ever called as modules), everything else the root unit.
+    Fused inference weights are never cached on a sharded model (its storage is freed between calls)."""
+    from torch.distributed.fsdp import fully_shard
+
+    from bltbench.model.blt import GlobalTransformer
+    from bltbench.model.hashing import HashEmbeddings
+
+    for module in list(model.modules()):
+        if isinstance(module, HashEmbeddings):
+            for table in module:
+                fully_shard(table)
+        elif isinstance(module, GlobalTransformer):
+            fully_shard(module)
+        if getattr(module, "FUSED", ()):
+            module._no_fused_cache = True
+    fully_shard(model)
+    return model
 
 
 def mean_over_ranks(value: float, ranks: Ranks, device: torch.device) -> float:

@@ -14,6 +14,7 @@ t_min keeps 1/t bounded (t near 0 masks almost nothing but would weigh it withou
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -95,11 +96,22 @@ def diffusion_loss(
     objective: DiffusionObjective,
     generator: torch.Generator,
     block_size: int | None = None,
+    rows: slice | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """(loss to minimise, {"clean": L_clean, "mask": L_mask, "masked_ce": mean CE of masked cells})."""
+    """(loss to minimise, {"clean": L_clean, "mask": L_mask, "masked_ce": mean CE of masked cells}).
+
+    With `rows` (one data-parallel rank's share of the global batch `ids`), blocks and masks are still
+    drawn for the whole batch, so every rank's generator and noise are the single process's, and the
+    masked terms are normalised by the whole batch's counts and scaled by its share: the mean of the
+    ranks' losses (what data-parallel gradients average) is then the single-process loss."""
     if block_size is None:
         block_size = objective.block_sizes[int(torch.randint(len(objective.block_sizes), (1,), generator=generator))]
-    blocks = sample_blocks(ids, starts, block_size, objective, generator)
+    every = blocks = sample_blocks(ids, starts, block_size, objective, generator)
+    share = 1.0
+    if rows is not None:
+        share = ids.shape[0] / len(range(*rows.indices(ids.shape[0])))
+        blocks = BlockBatch(*(getattr(every, f.name)[rows] for f in dataclasses.fields(BlockBatch)))
+        ids, starts = ids[rows], starts[rows]
     clean_logits, block_logits = model(ids, starts, blocks.starts, blocks.cells)
     l_clean = next_byte_loss(clean_logits, ids)
     ce = F.cross_entropy(
@@ -107,9 +119,9 @@ def diffusion_loss(
     ).reshape(blocks.targets.shape)
     masked = blocks.masked.float()
     weighted = (ce * masked / blocks.t.unsqueeze(-1)).sum()
-    denominator = blocks.valid.sum() if objective.normalize == "cells" else masked.sum()
-    l_mask = weighted / denominator.clamp(min=1)
-    masked_ce = (ce * masked).sum() / masked.sum().clamp(min=1)
+    denominator = every.valid.sum() if objective.normalize == "cells" else every.masked.sum()
+    l_mask = share * weighted / denominator.clamp(min=1)
+    masked_ce = share * (ce * masked).sum() / every.masked.sum().clamp(min=1)
     loss = l_clean + objective.mask_weight * l_mask
     parts = {"clean": l_clean.item(), "mask": l_mask.item(), "masked_ce": masked_ce.item()}
     return loss, parts

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +33,13 @@ from bltbench.model.entropy import EntropyModel
 from bltbench.model.init import init_weights
 from bltbench.training.corpus import read_documents
 from bltbench.training.data import ByteStream, split_documents
-from bltbench.training.distributed import agreed, barrier, from_environment, mean_over_ranks
+from bltbench.training.distributed import agreed, barrier, from_environment, mean_over_ranks, shard
 from bltbench.training.objective import DiffusionObjective, batch_patch_starts, diffusion_loss, next_byte_loss
 
 VARIANTS = ("entropy", "blt", "blt-d")
 CHECKPOINT = "checkpoint.pt"
+SHARDED_CHECKPOINT = "checkpoint"  # a folder: every rank's shards (torch.distributed.checkpoint) + trainer.pt
+TRAINER_STATE = "trainer.pt"
 
 
 @dataclass
@@ -63,6 +67,7 @@ class TrainConfig:
     eval_dtype: str = "fp32"  # the held-out evaluation's precision (autocast; master weights stay fp32)
     freeze: tuple[str, ...] = ()  # blt-d: components kept at their BLT values (encoder, global)
     warm_start: bool = False  # blt: start from the --init bundle's BLT weights and shape (preset unused)
+    fsdp: bool = False  # under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP
     time_budget: float | None = None  # seconds: after `probe_steps`, `steps` shrinks to what fits
     probe_steps: int = 100  # the pace is measured over the last three quarters of these steps
     objective: DiffusionObjective = field(default_factory=DiffusionObjective)
@@ -122,6 +127,9 @@ class Trainer:
         self.heldout = ByteStream(heldout_docs).windows(config.seq_len, config.eval_windows).to(self.device)
         self.init_source: str | None = None  # the resolved --init bundle (a bundled name becomes its folder)
         self.bundle, self.model = self._build()
+        self.sharded = config.fsdp and self.ranks.world > 1
+        if self.sharded:  # before the optimizer: it must hold the sharded parameters
+            shard(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         decay = [p for p in self.params if p.dim() >= 2]
         no_decay = [p for p in self.params if p.dim() < 2]
@@ -130,7 +138,7 @@ class Trainer:
             lr=config.lr, betas=(0.9, 0.95),
         )
         self.parallel = None
-        if self.ranks.world > 1:
+        if self.ranks.world > 1 and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.ranks.local_rank] if self.device.type == "cuda" else None
@@ -179,33 +187,37 @@ class Trainer:
         return bundle, model.to(self.device)
 
     # -- one step ----------------------------------------------------------------------------------
-    def _loss(self, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, batch: torch.Tensor, rows: slice) -> tuple[torch.Tensor, dict[str, float]]:
+        """This rank's loss on its `rows` of the global `batch`."""
         c, b = self.config, self.bundle
         model = self.parallel or self.model  # across ranks, the data-parallel wrapper syncs gradients
         if c.variant == "entropy":
-            loss = next_byte_loss(model(ids), ids)
-            return loss, {}
-        starts = batch_patch_starts(b.entropy, b.config.patching, ids)
+            ids = batch[rows]
+            return next_byte_loss(model(ids), ids), {}
         if c.variant == "blt":
-            return next_byte_loss(model(ids, starts), ids), {}
-        return diffusion_loss(model, ids, starts, c.objective, self.generator)
+            ids = batch[rows]
+            return next_byte_loss(model(ids, batch_patch_starts(b.entropy, b.config.patching, ids)), ids), {}
+        # BLT-D draws its blocks and masks for the whole global batch on every rank (see diffusion_loss).
+        starts = batch_patch_starts(b.entropy, b.config.patching, batch)
+        return diffusion_loss(model, batch, starts, c.objective, self.generator,
+                              rows=rows if self.ranks.world > 1 else None)
 
     def train_step(self) -> tuple[float, dict[str, float]]:
         c = self.config
         self.model.train()
         # Every rank draws the whole global batch (so every generator stays where one process's would)
         # and trains on its own rows.
-        ids = self.train_stream.sample(c.batch_size, c.seq_len, self.generator)[self.ranks.rows(c.batch_size)]
-        ids = ids.to(self.device)
+        batch = self.train_stream.sample(c.batch_size, c.seq_len, self.generator).to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, c)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            loss, parts = self._loss(ids)
+            loss, parts = self._loss(batch, self.ranks.rows(c.batch_size))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip)
         self.optimizer.step()
         self.step += 1
+        parts = {k: mean_over_ranks(v, self.ranks, self.device) for k, v in parts.items()}
         return mean_over_ranks(loss.item(), self.ranks, self.device), parts
 
     @torch.no_grad()
@@ -226,46 +238,97 @@ class Trainer:
             count += n
         return total / count / math.log(2)
 
-    # -- checkpoints -------------------------------------------------------------------------------
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def _trainer_state(self) -> dict:
+        return {"step": self.step, "generator": self.generator.get_state(),
+                "history": [dataclasses.asdict(h) for h in self.history], "variant": self.config.variant,
+                "wall_seconds": self.wall_seconds}
+
     def save_checkpoint(self) -> None:
-        """Rank 0 writes (every rank holds the same model, optimizer and generator)."""
+        """Rank 0 writes (every rank holds the same model, optimizer and generator); a sharded model's
+        ranks each write their shards. Either way the checkpoint replaces the previous one whole."""
+        if self.sharded:
+            self._save_sharded()
+            return
         if not self.ranks.main:
             return
         out = Path(self.config.out)
         out.mkdir(parents=True, exist_ok=True)
-        state = {
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "history": [dataclasses.asdict(h) for h in self.history],
-            "variant": self.config.variant,
-            "wall_seconds": self.wall_seconds,
-        }
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), **self._trainer_state()}
         tmp = out / (CHECKPOINT + ".tmp")
         torch.save(state, tmp)
         tmp.replace(out / CHECKPOINT)
+        shutil.rmtree(out / SHARDED_CHECKPOINT, ignore_errors=True)  # superseded
+
+    def _save_sharded(self) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        out = Path(self.config.out)
+        tmp, final = out / (SHARDED_CHECKPOINT + ".tmp"), out / SHARDED_CHECKPOINT
+        if self.ranks.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        barrier(self.ranks)
+        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
+        if self.ranks.main:
+            torch.save(self._trainer_state(), tmp / TRAINER_STATE)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            (out / CHECKPOINT).unlink(missing_ok=True)  # superseded
+        barrier(self.ranks)
 
     def load_checkpoint(self) -> None:
-        path = Path(self.config.out) / CHECKPOINT
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except (OSError, RuntimeError, EOFError) as exc:
-            raise BltbenchError(f"cannot resume from {path}: {str(exc).splitlines()[0]}") from None
-        if state.get("variant") != self.config.variant:
-            raise BltbenchError(f"{path} is a {state.get('variant')} checkpoint, not {self.config.variant}")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        out = Path(self.config.out)
+        if (out / SHARDED_CHECKPOINT).is_dir():
+            state = self._load_sharded(out / SHARDED_CHECKPOINT)
+        else:
+            path = out / CHECKPOINT
+            if self.sharded and path.exists():
+                raise BltbenchError(f"{path} was written without --fsdp: resume it without --fsdp (a sharded "
+                                    "checkpoint resumes either way)")
+            try:
+                state = torch.load(path, map_location=self.device, weights_only=False)
+            except (OSError, RuntimeError, EOFError) as exc:
+                raise BltbenchError(f"cannot resume from {path}: {str(exc).splitlines()[0]}") from None
+            self._check_variant(state, path)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.step = state["step"]
         self.wall_seconds = state.get("wall_seconds", 0.0)
         self.history = [EvalPoint(**h) for h in state["history"]]
+
+    def _check_variant(self, state: dict, path: Path) -> None:
+        if state.get("variant") != self.config.variant:
+            raise BltbenchError(f"{path} is a {state.get('variant')} checkpoint, not {self.config.variant}")
+
+    def _load_sharded(self, folder: Path) -> dict:
+        """A sharded checkpoint into this run's model and optimizer, sharded or not, on any number of ranks."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        try:
+            state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, EOFError) as exc:
+            raise BltbenchError(f"cannot resume from {folder}: {str(exc).splitlines()[0]}") from None
+        self._check_variant(state, folder)
+        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+        tensors = {"model": model_state, "optimizer": optimizer_state}
+        with warnings.catch_warnings():  # one process reading shards is intended, not a misconfiguration
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(tensors, checkpoint_id=folder)
+        set_state_dict(self.model, self.optimizer, model_state_dict=tensors["model"],
+                       optim_state_dict=tensors["optimizer"])
+        return state
 
     def export(self, dtype: torch.dtype = torch.bfloat16) -> Path:
         """Write the bundle: trained component plus what it was built on, and a training log
         (`training-<variant>.json`: the config as run, with the resolved step count, and the history;
         a warm start nests the log of the cycle it continued under "continues")."""
         self.model.eval()
+        bundle = self._gathered_bundle() if self.sharded else self.bundle  # every rank takes part
         if not self.ranks.main:
             barrier(self.ranks)
             return Path(self.config.out)
@@ -273,7 +336,7 @@ class Trainer:
         earlier = None
         if self.config.warm_start and (Path(self.init_source) / log_name).is_file():
             earlier = json.loads((Path(self.init_source) / log_name).read_text())
-        folder = save_bundle(self.bundle, self.config.out, dtype, keep=[CHECKPOINT, log_name])
+        folder = save_bundle(bundle, self.config.out, dtype, keep=[CHECKPOINT, SHARDED_CHECKPOINT, log_name])
         log = {
             "config": dataclasses.asdict(self.config),
             "steps_done": self.step,
@@ -286,6 +349,21 @@ class Trainer:
         write_text_atomic(folder / log_name, json.dumps(log, indent=2) + "\n")
         barrier(self.ranks)  # the others wait for the bundle before they end
         return folder
+
+    def _gathered_bundle(self) -> ModelBundle:
+        """The bundle with the trained component as one plain module, its full weights gathered from the
+        ranks (on rank 0; a collective every rank calls)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.ranks.main:  # the full weights land on rank 0 only
+            return self.bundle
+        config = self.bundle.config
+        plain = {"entropy": lambda: EntropyModel(config.entropy), "blt": lambda: ByteLatentTransformer(config),
+                 "blt-d": lambda: BlockDiffusionBLT(config)}[self.config.variant]()
+        plain.load_state_dict(full)
+        field_name = {"entropy": "entropy", "blt": "blt", "blt-d": "blt_d"}[self.config.variant]
+        return dataclasses.replace(self.bundle, **{field_name: plain})
 
     # -- the loop ----------------------------------------------------------------------------------
     def _fit_to_budget(self, first_step: int, started: float, probe_started: float) -> None:
@@ -320,10 +398,10 @@ class Trainer:
             speed = window_bytes / max(1e-9, time.perf_counter() - window_start)
             if on_step:
                 on_step(self.step, loss, speed)
-            if (self.step % c.eval_every == 0 or self.step == c.steps) and self.ranks.main:
-                point = EvalPoint(self.step, loss, self.heldout_bpb(), speed, parts)
+            if (self.step % c.eval_every == 0 or self.step == c.steps) and (self.ranks.main or self.sharded):
+                point = EvalPoint(self.step, loss, self.heldout_bpb(), speed, parts)  # sharded: every rank's forward
                 self.history.append(point)
-                if on_eval:
+                if on_eval and self.ranks.main:
                     on_eval(point)
                 window_bytes, window_start = 0, time.perf_counter()
             if self.step % c.checkpoint_every == 0 or self.step == c.steps:
