@@ -161,3 +161,40 @@ def test_train_nproc_fsdp_writes_the_bundle_and_resumes_on_one_process(corpus, t
         assert torch.allclose(b[name].float(), tensor.float(), atol=1e-2), name  # bf16 bundles
     code, _, err = run_cli(capsys, *args, "--steps", "6", "--out", str(tmp_path / "two"), "--resume", "--nproc", "2")
     assert code == 0, err  # and back on two (DDP) processes from the one-process checkpoint
+
+
+@pytest.mark.slow
+def test_bench_train_nproc_compares_process_counts_at_the_per_process_batch(corpus, tmp_path, capsys):
+    from conftest import run_cli
+
+    code, out, err = run_cli(capsys, "bench", "train", "--corpus", corpus, "--variant", "entropy", "--batch-sizes", "2",
+                             "--seq-len", "32", "--steps", "2", "--warmup-steps", "1", "--nproc", "1,2", "--threads", "1")
+    assert code == 0, err
+    rows = [line.split("│")[1:-1] for line in out.splitlines() if line.startswith("│")]
+    assert [[c.strip() for c in r[:3]] for r in rows] == [["1", "1", "2"], ["2", "1", "4"]]  # processes, threads, batch
+    assert rows[0][5].strip() == "1.00x" and float(rows[1][5].strip().rstrip("x")) > 0
+    code, _, err = run_cli(capsys, "bench", "train", "--corpus", corpus, "--batch-sizes", "2,4", "--nproc", "2")
+    assert code == 2 and "one per-process batch" in err
+
+
+@pytest.mark.slow
+def test_blt_d_fine_tunes_an_official_checkpoint_sharded_with_frozen_parts(corpus, tmp_path, capsys, micro):
+    """--init an official-format folder (consolidated.pth + params.json, the entropy model beside it),
+    two FSDP2 processes, encoder and global frozen: the bundle keeps the official weights there."""
+    from conftest import run_cli
+    from test_checkpoints import _write_official
+
+    from bltbench.model.checkpoint import load_model
+
+    official = tmp_path / "blt_1b"
+    _write_official(official, micro, tmp_path / "entropy_model")
+    code, out, err = run_cli(capsys, "train", "--variant", "blt-d", "--init", str(official), "--freeze", "encoder,global",
+                             "--corpus", corpus, "--steps", "2", "--seq-len", "48", "--batch-size", "4", "--warmup", "1",
+                             "--eval-every", "2", "--checkpoint-every", "2", "--out", str(tmp_path / "blt-d"),
+                             "--nproc", "2", "--fsdp")
+    assert code == 0, err
+    tuned = load_model(str(tmp_path / "blt-d")).blt_d.state_dict()
+    stored = {k: v.to(torch.bfloat16).float() for k, v in load_model(str(official)).blt.state_dict().items()}  # bundles are bf16
+    frozen = [k for k in stored if k.startswith(("local_encoder.", "encoder_hash_tok_embedding.", "global_transformer."))]
+    assert frozen and all(torch.equal(tuned[k], stored[k]) for k in frozen)
+    assert not torch.equal(tuned["local_decoder.output.weight"], stored["local_decoder.output.weight"])

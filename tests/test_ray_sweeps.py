@@ -212,3 +212,23 @@ def test_a_driver_killed_mid_run_resumes_to_the_same_records(tmp_path, serial_sm
     result = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert _records(folder) == serial_smoke
+
+
+@pytest.mark.slow
+def test_scoring_tasks_shard_across_ray_workers_and_equal_the_serial_run(tmp_path):
+    """Likelihood documents in evaluator chunks and bits-per-byte texts, split over two workers; methods
+    sharing weights reuse one scoring run either way."""
+    from bltbench.runner.ray_executor import RayExecutor
+    from bltbench.runner.sweep import run_suite
+
+    suite = parse_suite({"name": "scoring", "model": "random:tiny", "methods": ["blt", "blt-s-8", "blt-d-8"],
+                         "timing": {"threads": 1},
+                         "tasks": [{"name": "arc-easy", "limit": 20}, {"name": "bpb-flores-eng", "limit": 4}]}, "s.yaml")
+    run_suite(suite, tmp_path / "serial", data_dir=str(DATA))
+    run_suite(suite, tmp_path / "ray", data_dir=str(DATA), executor=RayExecutor(workers=2))
+    assert _records(tmp_path / "ray") == _records(tmp_path / "serial")
+    rows = [json.loads(line) for line in (tmp_path / "ray" / "records.jsonl").read_text().splitlines()]
+    scored = [r for r in rows if "reused_from" not in r]
+    assert {r["worker"] for r in scored} == {"ray-0", "ray-1"}
+    assert {r["method"] for r in scored} == {"blt", "blt-d-8@confidence=0.7"}  # blt-s-8 reuses blt's likelihoods
+    assert sum(r["method"] == "blt-s-8" for r in rows) == 24

@@ -919,23 +919,63 @@ def bench_train(
     warmup_steps: int = typer.Option(3, "--warmup-steps"),
     ops: bool = typer.Option(False, "--ops", help="Also count the operators one step dispatches."),
     device: str = typer.Option("cpu", "--device"),
+    nproc: Optional[str] = typer.Option(None, "--nproc", help="Comma-separated process counts: run under torchrun "
+                                        "at each, --batch-sizes (one) being the per-process batch, and compare."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="With --nproc: torch threads per process "
+                                          "(default: an even share of the cores)."),
+    repeats: int = typer.Option(1, "--repeats", help="With --nproc: alternate the counts this many rounds; medians."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the first row as JSON here."),
 ) -> None:
     """Training step time and bytes/s at several batch sizes, side by side (where a small model's step is
-    bound by operator dispatch, a larger batch costs about the same time per step)."""
+    bound by operator dispatch, a larger batch costs about the same time per step); with --nproc, at
+    several process counts under torchrun."""
+    import json
+    import os
+
+    import torch
     from rich.table import Table
 
-    from bltbench.training.bench import train_benchmark
+    from bltbench.atomic import write_text_atomic
+    from bltbench.training.bench import scaling_benchmark, train_benchmark
     from bltbench.training.trainer import TrainConfig
 
     sizes = _positive_ints(batch_sizes, "--batch-sizes")
     if steps < 1 or warmup_steps < 0:
         raise BltbenchError("--steps must be positive and --warmup-steps >= 0")
+    for name, value in (("--threads", threads), ("--repeats", repeats)):
+        if value is not None and value < 1:
+            raise BltbenchError(f"{name} must be >= 1, got {value}")
+    if nproc is not None and "WORLD_SIZE" not in os.environ:
+        counts = _positive_ints(nproc, "--nproc")
+        if len(sizes) != 1:
+            raise BltbenchError("with --nproc, --batch-sizes is one per-process batch")
+        argv = [*[a for p in corpus for a in ("--corpus", str(p))], "--variant", variant,
+                "--init", str(init), "--seq-len", str(seq_len), "--steps", str(steps), "--warmup-steps",
+                str(warmup_steps), "--device", device]
+        console = _console()
+        with console.status("benchmarking") as status:
+            scaled = scaling_benchmark(argv, counts, sizes[0], threads, repeats, progress=lambda m: status.update(m))
+        table = Table(title=f"{variant} training under torchrun, {init}, {device}, {sizes[0]} sequences of {seq_len} "
+                            f"bytes per process, median of {repeats} alternated")
+        for col in ("processes", "threads each", "global batch", "s/step", "bytes/s", f"vs {counts[0]} process(es)"):
+            table.add_column(col, justify="right")
+        for r in scaled:
+            table.add_row(str(r.processes), str(r.threads), str(r.global_batch), f"{r.seconds_per_step:.4f}",
+                          f"{r.bytes_per_s:,.0f}", f"{r.bytes_per_s / scaled[0].bytes_per_s:.2f}x")
+        console.print(table)
+        return
     config = TrainConfig(variant=variant, corpus=[str(p) for p in corpus], steps=10**9, out="", init=init,
                          seq_len=seq_len, device=_device(device),
                          freeze=("encoder", "global") if variant == "blt-d" else ())
-    console = _console()
+    main_rank = os.environ.get("RANK", "0") == "0"
+    console = _console() if main_rank else _quiet_console()
     with console.status("benchmarking") as status:
         rows = train_benchmark(config, sizes, steps, warmup_steps, ops, progress=lambda m: status.update(m))
+    if json_out is not None and main_rank:
+        r = rows[0]
+        write_text_atomic(json_out, json.dumps({"seconds_per_step": r.seconds_per_step, "bytes_per_s": r.bytes_per_s,
+                                                "bytes_per_step": r.batch_size * seq_len,
+                                                "threads": torch.get_num_threads()}) + "\n")
     table = Table(title=f"{variant} training steps, {init}, {config.device}, sequences of {seq_len} bytes")
     for col in ("batch", "s/step", "bytes/s", f"bytes/s vs batch {sizes[0]}", "ops/step"):
         table.add_column(col, justify="right")

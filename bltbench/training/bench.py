@@ -1,9 +1,10 @@
-"""Training throughput by batch size, measured side by side in one process.
+"""Training throughput by batch size, measured side by side in one process; and by process count.
 
 A step dispatches about the same operators whatever the batch. For a small model on a GPU, dispatching
 them can take longer than the arithmetic, and then bytes per second grow with the batch until the device
 is busy. This benchmark shows whether and where that happens on a given machine, and counts the
-operators one step dispatches.
+operators one step dispatches. `scaling_benchmark` runs it under torchrun at several process counts,
+the per-process batch fixed, alternating the counts when repeated.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from bltbench.errors import BltbenchError
 from bltbench.profiling import count_ops
+from bltbench.training.distributed import finish, launch
 from bltbench.training.trainer import TrainConfig, Trainer
 
 
@@ -57,4 +60,47 @@ def train_benchmark(
         per_step = (time.perf_counter() - t0) / steps
         n_ops = count_ops(trainer.train_step) if ops else None
         rows.append(TrainBenchRow(batch, per_step, batch * config.seq_len / per_step, n_ops))
+    finish(trainer.ranks)
+    return rows
+
+
+@dataclass
+class ScalingRow:
+    processes: int
+    threads: int  # torch threads per process
+    global_batch: int
+    seconds_per_step: float  # median over repeats
+    bytes_per_s: float  # the global batch's bytes per second
+
+
+def scaling_benchmark(bench_args: list[str], counts: Sequence[int], per_process_batch: int, threads: int | None,
+                      repeats: int = 1, progress: Callable[[str], None] | None = None) -> list[ScalingRow]:
+    """`bltbench bench train <bench_args>` under torchrun at each process count (global batch = count *
+    `per_process_batch`), counts alternated over `repeats` rounds; each count keeps its median step time."""
+    import json
+    import os
+    import statistics
+    import tempfile
+
+    times: dict[int, list[float]] = {n: [] for n in counts}
+    used: dict[int, int] = {}
+    seq_bytes = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(repeats):
+            for n in counts:
+                if progress:
+                    progress(f"{n} process(es), round {round_ + 1} of {repeats}")
+                out = os.path.join(tmp, f"{n}-{round_}.json")
+                code = launch(n, ["bench", "train", *bench_args, "--batch-sizes", str(n * per_process_batch),
+                                  "--json", out], threads, quiet=True)
+                if code:
+                    raise BltbenchError(f"the {n}-process benchmark exited with status {code}")
+                with open(out, encoding="utf-8") as f:
+                    row = json.load(f)
+                times[n].append(row["seconds_per_step"])
+                used[n], seq_bytes = row["threads"], row["bytes_per_step"] // (n * per_process_batch)
+    rows = []
+    for n in counts:
+        per_step = statistics.median(times[n])
+        rows.append(ScalingRow(n, used[n], n * per_process_batch, per_step, n * per_process_batch * seq_bytes / per_step))
     return rows

@@ -57,9 +57,9 @@ def from_environment(device: torch.device) -> Ranks:
         if device.type == "cuda":
             torch.cuda.set_device(ranks.local_rank)
         dist.init_process_group(backend)
-    if device.type == "cpu":
+    if device.type == "cpu":  # the launcher's OMP_NUM_THREADS, else an even share of the cores
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, (os.cpu_count() or 1) // local))
     return ranks
 
 
@@ -67,7 +67,12 @@ def shard(model: torch.nn.Module) -> torch.nn.Module:
     """FSDP2 over the process group: each hash-embedding table and the global transformer one unit (they
     are the bulk of the weights and are only ever called as modules), everything else the root unit.
     Fused inference weights are never cached on a sharded model (its storage is freed between calls)."""
+    import warnings
+
     from torch.distributed.fsdp import fully_shard
+
+    # Our forwards return slices of the logits; nothing modifies them in place, which is what this warns of.
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
 
     from bltbench.model.blt import GlobalTransformer
     from bltbench.model.hashing import HashEmbeddings
@@ -119,12 +124,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(nproc: int, argv: list[str]) -> int:
-    """Run `bltbench <argv>` under torchrun with `nproc` processes on this machine (loopback only);
-    returns its exit status."""
+def launch(nproc: int, argv: list[str], threads: int | None = None, quiet: bool = False) -> int:
+    """Run `bltbench <argv>` under torchrun with `nproc` processes on this machine (loopback only), each
+    at `threads` torch threads (default: an even share of the cores); returns its exit status. `quiet`
+    keeps the ranks' output back unless they fail (then its last lines go to stderr)."""
     if nproc < 1:
         raise BltbenchError(f"--nproc must be >= 1, got {nproc}")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--nnodes", "1",
                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "bltbench", *argv]
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // nproc)))
-    return subprocess.run(command, env=env).returncode
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads or max(1, (os.cpu_count() or 1) // nproc)))
+    if not quiet:
+        return subprocess.run(command, env=env).returncode
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:  # a rank's own error line, else the launcher's last words
+        lines = (done.stdout + done.stderr).splitlines()
+        said = [line for line in lines if line.startswith("error: ")]
+        sys.stderr.write("\n".join(said[:1] or lines[-20:]) + "\n")
+    return done.returncode
