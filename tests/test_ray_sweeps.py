@@ -141,7 +141,7 @@ def test_timings_from_different_devices_are_never_pooled():
     assert mixed["gb_per_byte"] == pytest.approx(0.1)  # bandwidth is the method's, wherever it ran: pooled
 
 
-# -- Ray runs (a local Ray on loopback; make setup installs Ray) ----------------------------------------
+# -- Ray runs (a local Ray, or a `ray start` one on this machine; make setup installs Ray) ----------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +232,42 @@ def test_scoring_tasks_shard_across_ray_workers_and_equal_the_serial_run(tmp_pat
     assert {r["worker"] for r in scored} == {"ray-0", "ray-1"}
     assert {r["method"] for r in scored} == {"blt", "blt-d-8@confidence=0.7"}  # blt-s-8 reuses blt's likelihoods
     assert sum(r["method"] == "blt-s-8" for r in rows) == 24
+
+
+def test_an_address_nobody_answers_on_is_one_line_within_seconds(capsys, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    code, _, err = run_cli(capsys, "run", str(SMOKE), "--out", str(tmp_path / "run"), "--executor", "ray",
+                           "--address", f"127.0.0.1:{port}")
+    assert code == 2 and time.monotonic() - started < 30
+    assert err.strip().startswith(f"error: no Ray cluster answers at 127.0.0.1:{port}") and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_ray_start_cluster_given_by_address_runs_the_sweep(tmp_path, serial_smoke):
+    """`ray start --head` turns token authentication on; the driver joins with its token."""
+    import socket
+
+    ray_cli = Path(sys.executable).with_name("ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([str(ray_cli), "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard=false",
+                    "--disable-usage-stats"], check=True, capture_output=True, timeout=120)
+    try:
+        env = {**os.environ, "BLTBENCH_DATA": str(DATA)}
+        env.pop("RAY_AUTH_MODE", None)
+        done = subprocess.run([sys.executable, "-m", "bltbench", "run", str(SMOKE), "--out", str(tmp_path / "run"),
+                               "--executor", "ray", "--address", f"127.0.0.1:{port}", "--workers", "2", "--threads", "1"],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        subprocess.run([str(ray_cli), "stop", "--force"], capture_output=True, timeout=120)
+    assert _records(tmp_path / "run") == serial_smoke
+    env_json = json.loads((tmp_path / "run" / "environment.json").read_text())[-1]
+    assert env_json["address"] == f"127.0.0.1:{port}" and len(env_json["workers"]) == 2

@@ -468,7 +468,7 @@ def run_cmd(
     hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help=BUCKETS_HELP + " Overrides the suite's."),
     device_profile: Optional[str] = typer.Option(None, "--device-profile", help=PROFILE_HELP),
     executor: Optional[str] = typer.Option(None, "--executor", help="Where work units run: serial (this process; default) or ray."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: a local one, loopback only)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join, HOST:PORT (default: a local Ray started for the run)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Ray workers, each loading the model once (default: cores / threads, or the cluster's GPUs)."),
     gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help="GPUs each Ray worker takes (default 1 with --device cuda, else 0)."),
 ) -> None:

@@ -4,7 +4,9 @@ one), running work units and streaming each record back as it is made.
 Only the driver writes the run folder. A worker that dies (killed, out of memory, its node lost) is
 replaced and its unit re-queued less what it had already streamed back, so nothing is lost or run
 twice; a worker that fails with an error stops the sweep with that error. Without `--address` a
-local Ray is started for the run, listening on loopback only, with as many CPUs as its workers use.
+local Ray is started for the run, with as many CPUs as its workers use, under Ray's token
+authentication (Ray 2.60 binds its servers to this machine's address even when asked for 127.0.0.1:
+it rewrites loopback to the node's IP, so the token is what keeps other hosts out).
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ MAX_DEATHS_PER_WORKER = 3
 
 
 def import_ray():
+    if "RAY_AUTH_MODE" not in os.environ and _token_available():
+        # `ray start` turns token authentication on, but a driver given an address sends its token only
+        # when told to before Ray is imported (a cluster without authentication accepts it too)
+        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         import ray
     except ImportError:
@@ -90,6 +96,7 @@ class RayExecutor:
                 ray.init(address="local", num_cpus=self.workers * self.threads, num_gpus=gpus,
                          _node_ip_address="127.0.0.1", object_store_memory=256 * 1024**2, **quiet)
             else:
+                _reachable(self.address)
                 quiet.pop("include_dashboard")
                 ray.init(address=self.address, **quiet)
                 if self.workers is None:
@@ -181,6 +188,24 @@ class RayExecutor:
                     pass
             self.ray.shutdown()
             self.started_ray = False
+
+
+def _token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or os.path.exists(os.path.expanduser("~/.ray/auth_token")))
+
+
+def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse, in one line and seconds, a HOST:PORT no Ray head listens on (Ray itself retries for minutes).
+    Other forms ("auto", "ray://...") are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise BltbenchError(f"no Ray cluster answers at {address} ({e.strerror or type(e).__name__}); "
+                            "start one with `ray start --head`, or leave out --address for a local one") from None
 
 
 def _first_line(error: Exception) -> str:
