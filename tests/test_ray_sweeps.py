@@ -20,9 +20,9 @@ from bltbench.instrumentation.costs import method_costs
 from bltbench.runner.executors import make_executor
 from bltbench.runner.suite import Timing, load_suite, parse_suite
 from bltbench.runner.units import WorkItem, balanced_shards, make_units
-from bltbench.runner.worker import PLACEMENT
+from bltbench.runner.bench import comparable
 from bltbench.suites.tasks.base import Sample
-from tests.conftest import VOLATILE, run_cli
+from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("BLTBENCH_DATA", ROOT.parent / "shared" / "data"))
@@ -37,10 +37,10 @@ def _smoke():
 def _records(folder: Path) -> dict[tuple, dict]:
     """A run's records keyed by (method, task, sample), less timing and placement: what a serial and a
     Ray run of one suite must agree on."""
-    rows = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
-    keys = [(r["method"], r["task"], r["sample_id"]) for r in rows]
+    keys = [(r["method"], r["task"], r["sample_id"])
+            for r in map(json.loads, (folder / "records.jsonl").read_text().splitlines())]
     assert len(keys) == len(set(keys)), "a record was written twice"
-    return {k: {f: v for f, v in r.items() if f not in VOLATILE and f not in PLACEMENT} for k, r in zip(keys, rows)}
+    return comparable(folder)
 
 
 # -- units -----------------------------------------------------------------------------------------

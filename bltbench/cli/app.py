@@ -985,6 +985,38 @@ def bench_train(
     console.print(table)
 
 
+@bench_app.command("sweep")
+def bench_sweep(
+    suite_path: Path = typer.Argument(Path("default"), metavar="[SUITE]", help="A suite file or a shipped suite's name."),
+    workers: int = typer.Option(2, "--workers", help="Ray workers (a local Ray started for each Ray run)."),
+    repeats: int = typer.Option(1, "--repeats", help="Alternate serial and Ray this many rounds; medians."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Defaults to $BLTBENCH_DATA."),
+) -> None:
+    """A whole sweep serially and on Ray, side by side: seconds per run (Ray's start-up included), the
+    speedup, and whether the records agree apart from timing and placement."""
+    from rich.table import Table
+
+    from bltbench.runner.bench import sweep_benchmark
+    from bltbench.runner.suite import load_suite, resolve_suite
+
+    for name, value in (("--workers", workers), ("--repeats", repeats)):
+        if value < 1:
+            raise BltbenchError(f"{name} must be >= 1, got {value}")
+    suite = load_suite(suite_path)  # refused here, in one line, before any run starts
+    console = _console()
+    with console.status("benchmarking") as status:
+        rows, same = sweep_benchmark(resolve_suite(suite_path), workers, repeats, str(data_dir) if data_dir else None,
+                                     progress=lambda m: status.update(m))
+    table = Table(title=f"suite {suite.name}: whole sweeps, {suite.timing.threads or 'default'} torch thread(s) per "
+                        f"worker, median of {repeats} alternated")
+    for col in ("executor", "seconds", "records", "vs serial"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r.executor, f"{r.seconds:.1f}", str(r.records), f"{rows[0].seconds / r.seconds:.2f}x")
+    console.print(table)
+    console.print("records identical apart from timing and placement: " + ("yes" if same else "NO"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     args = sys.argv[1:] if argv is None else argv

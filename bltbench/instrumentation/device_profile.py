@@ -14,6 +14,7 @@ $BLTBENCH_CACHE (default ~/.cache/bltbench), or given as a file.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import math
@@ -305,14 +306,19 @@ def profile_for(bundle, device: str, path: str | Path | None = None, progress=No
         check_matches(profile, config, dtype)
         return profile
     cached = cache_path(config, dtype, device)
-    if cached.exists():
-        try:
-            return DeviceProfile.read(cached)
-        except BltbenchError:
-            pass  # a damaged cache entry is measured again
-    profile = measure_profile(bundle, device, progress=progress)
-    profile.write(cached)
-    return profile
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    # Workers of one sweep starting together: one measures, the others wait and read what it cached
+    # (two measuring at once would each time the other's load).
+    with open(cached.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if cached.exists():
+            try:
+                return DeviceProfile.read(cached)
+            except BltbenchError:
+                pass  # a damaged cache entry is measured again
+        profile = measure_profile(bundle, device, progress=progress)
+        profile.write(cached)
+        return profile
 
 
 def check_matches(profile: DeviceProfile, config: BLTConfig, dtype: torch.dtype) -> None:

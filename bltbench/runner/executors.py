@@ -35,9 +35,14 @@ class SerialExecutor:
     shards_per_task = 1  # one unit per task: samples run in the suite's order
 
     def start(self, args: WorkerArgs) -> None:
+        self.args = args
+
+    def wait_ready(self) -> None:
+        """The worker, built here (an executor's workers may start while the driver plans)."""
         from bltbench.runner.worker import SweepWorker
 
-        self.worker = SweepWorker(args.suite, args.device, args.data_dir, args.compile, args.device_profile)
+        a = self.args
+        self.worker = SweepWorker(a.suite, a.device, a.data_dir, a.compile, a.device_profile)
 
     def run(self, units: list[WorkUnit], remaining: Callable[[WorkUnit], WorkUnit | None]) -> Iterator[dict]:
         for unit in units:

@@ -107,10 +107,12 @@ class RayExecutor:
             raise BltbenchError(f"could not start or reach Ray{f' at {self.address}' if self.address else ''}: "
                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         self.started_ray = True
-        # The first worker alone: it measures this machine's device profile (cached) for the others.
-        self.actors = [self._spawn(0)]
-        self.actors += [self._spawn(i, wait=False) for i in range(1, self.workers)]
-        for actor in self.actors[1:]:
+        # Every worker starts now, in parallel, while the driver reads the tasks' samples; `wait_ready`
+        # collects them (the device profile is measured once per machine: the others wait for it).
+        self.actors = [self._spawn(i, wait=False) for i in range(self.workers)]
+
+    def wait_ready(self) -> None:
+        for actor in self.actors:
             self._ready(actor)
 
     def _spawn(self, index: int, wait: bool = True):

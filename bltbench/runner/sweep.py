@@ -77,13 +77,16 @@ def _sweep(suite, folder, limit, resume, device, data_dir, on_sample, on_plan, c
            lock, executor) -> SweepResult:
     data_dir = data_dir or suite.data_dir
     data = DataSource(data_dir)
+    # Workers start first (a Ray executor's in parallel, while the samples are read here); the run
+    # folder is written only once they are ready, so a model that cannot load leaves nothing behind.
+    executor.start(WorkerArgs(suite, device, str(Path(data_dir).resolve()) if data_dir else None, compile,
+                              device_profile))
     plan: list[tuple[object, object, list[Sample]]] = []
     for entry in suite.tasks:
         task = get_task(entry.name)
         cap = min(x for x in (entry.limit, limit) if x is not None) if (entry.limit or limit) else None
         plan.append((entry, task, task.samples(data, cap)))
-    executor.start(WorkerArgs(suite, device, str(Path(data_dir).resolve()) if data_dir else None, compile,
-                              device_profile))
+    executor.wait_ready()
     store = RunStore(folder, suite.source, resume, lock)  # released by run_suite
     if on_plan:
         on_plan(len(suite.methods) * sum(len(s) for _, _, s in plan))

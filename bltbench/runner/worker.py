@@ -33,6 +33,7 @@ from bltbench.suites.tasks.base import Sample, Scored, ScoringTask
 from bltbench.suites.tasks.registry import get_task
 
 PLACEMENT = ("worker", "host", "pid", "device", "device_name")  # where a record was made, not what it measured
+TIMING = ("wall_s", "prefill_s", "ttft_s", "decode_s", "ms_per_byte", "bytes_per_s", "roofline_fraction", "time")  # when
 
 
 class SweepWorker:

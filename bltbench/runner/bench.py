@@ -1,0 +1,59 @@
+"""A suite run serially and on Ray, side by side: whole `bltbench run` commands timed, each in a fresh
+process as a user runs them (Ray's start-up and every worker's model load and warm-up included), the
+executors alternated when repeated, and the runs' records compared apart from timing and placement."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bltbench.errors import BltbenchError
+from bltbench.runner.store import RECORDS, record_key
+from bltbench.runner.worker import PLACEMENT, TIMING
+
+
+@dataclass
+class SweepBenchRow:
+    executor: str
+    seconds: float  # median over repeats
+    records: int
+
+
+def comparable(folder: Path) -> dict[tuple, dict]:
+    """A run's records by (method, task, sample), less what depends on when and where they ran."""
+    rows = [json.loads(line) for line in (folder / RECORDS).read_text(encoding="utf-8").splitlines()]
+    return {record_key(r): {k: v for k, v in r.items() if k not in TIMING and k not in PLACEMENT} for r in rows}
+
+
+def sweep_benchmark(suite_path: Path, workers: int, repeats: int = 1, data_dir: str | None = None,
+                    progress: Callable[[str], None] | None = None) -> tuple[list[SweepBenchRow], bool]:
+    """Seconds per whole sweep, serial and on a local Ray with `workers` workers, alternated over
+    `repeats` rounds; and whether every round's records agree."""
+    variants = {"serial": [], f"ray x{workers}": ["--executor", "ray", "--workers", str(workers)]}
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(repeats):
+            for name, extra in variants.items():
+                if progress:
+                    progress(f"{name}, round {round_ + 1} of {repeats}")
+                folder = Path(tmp) / f"{name.replace(' ', '')}-{round_}"
+                command = [sys.executable, "-m", "bltbench", "run", str(suite_path), "--out", str(folder), *extra]
+                if data_dir:
+                    command += ["--data-dir", data_dir]
+                started = time.perf_counter()
+                done = subprocess.run(command, capture_output=True, text=True)
+                seconds[name].append(time.perf_counter() - started)
+                if done.returncode:
+                    said = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+                    raise BltbenchError(f"the {name} run failed: {(said or done.stderr.splitlines()[-1:] or ['?'])[0]}")
+                runs.append(comparable(folder))
+    rows = [SweepBenchRow(name, statistics.median(s), len(runs[0])) for name, s in seconds.items()]
+    return rows, all(r == runs[0] for r in runs)
