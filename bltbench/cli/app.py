@@ -452,6 +452,58 @@ def eval_bpb_cmd(
         typer.echo(f"{score.bpb:.4f} bits per byte over {score.bytes} bytes{patch}; top-1 {confident} of bytes")
 
 
+@app.command("inspect")
+def inspect_cmd(
+    model: str = typer.Argument(..., help="random:PRESET[:SEED], a bundled model name, or a checkpoint folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the inspection as JSON."),
+) -> None:
+    """What a model is as bltbench runs it: the format detected, every setting it runs with, parameters per
+    component as the bandwidth model prices them, and which methods it can run (and what the others lack)."""
+    import dataclasses
+    import json
+
+    from bltbench.instrumentation.params import component_params
+
+    bundle = _load(model, "cpu", None)
+    config = bundle.config
+    params = component_params(config, bundle.source)
+    present = {"blt": bundle.blt is not None, "blt-d": bundle.blt_d is not None, "entropy": bundle.entropy is not None}
+    needs_entropy = config.patching.mode == "entropy"
+    methods = {}
+    for method, weights in (("blt", "blt"), ("blt-s", "blt"), ("blt-d", "blt-d"), ("blt-dv", "blt-d")):
+        missing = [what for what, ok in ((f"{weights} weights", present[weights]),
+                                         ("an entropy model", present["entropy"] or not needs_entropy)) if not ok]
+        methods[method] = "runs" if not missing else "needs " + " and ".join(missing)
+    report = {
+        "source": bundle.source,
+        "format": bundle.format,
+        "components": [name for name, ok in present.items() if ok],
+        "settings": dataclasses.asdict(config),
+        "parameters": {"entropy": params.entropy, "encoder": params.encoder, "global": params.global_,
+                       "decoder": params.decoder, "per_call": params.per_call},
+        "methods": methods,
+    }
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+
+    def flat(prefix: str, value) -> list[tuple[str, str]]:
+        if isinstance(value, dict):
+            return [row for k, v in value.items() for row in flat(f"{prefix}{k}.", v)]
+        return [(prefix[:-1], json.dumps(value) if isinstance(value, (list, tuple, bool)) or value is None else str(value))]
+
+    typer.echo(f"{bundle.source}: {bundle.format} format, components {', '.join(report['components'])}")
+    typer.echo("settings it runs with:")
+    for key, value in flat("", report["settings"]):
+        typer.echo(f"  {key} = {value}")
+    typer.echo("dense parameters per component (what the bandwidth model prices; embedding tables apart):")
+    for key in ("entropy", "encoder", "global", "decoder"):
+        typer.echo(f"  {key}: {report['parameters'][key]:,} (read per call: {params.per_call[key]:,})")
+    typer.echo("methods:")
+    for method, state in methods.items():
+        typer.echo(f"  {method}: {state}")
+
+
 @app.command("run")
 def run_cmd(
     suite_path: Path = typer.Argument(Path("default"), metavar="[SUITE]",

@@ -14,6 +14,7 @@ from torch import nn
 
 from bltbench.model.config import BLTConfig
 from bltbench.model.hashing import HashEmbeddings
+from bltbench.model.ids import EOS
 from bltbench.model.layers import (
     AttentionPlan,
     CrossAttention,
@@ -22,6 +23,7 @@ from bltbench.model.layers import (
     Rotary,
     TransformerBlock,
     causal_plan,
+    eos_documents,
     mask_to_bias,
     run_blocks,
 )
@@ -53,8 +55,9 @@ class LocalEncoder(nn.Module):
         c, p = self.config, self.patch_embedding_projection.weight
         return KVCache(c.n_layers_encoder, batch, c.n_heads_local, c.d_local // c.n_heads_local, p.dtype, p.device, capacity)
 
-    def forward(self, embeds: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
-        plan = causal_plan(self.rope, start, embeds.shape[1], self.config.local_window, embeds.device)
+    def forward(self, embeds: torch.Tensor, start: int = 0, cache: KVCache | None = None,
+                docs: torch.Tensor | None = None) -> torch.Tensor:
+        plan = causal_plan(self.rope, start, embeds.shape[1], self.config.local_window, embeds.device, docs=docs)
         return run_blocks(self.layers, plan, embeds, cache)
 
     def pool(self, h: torch.Tensor, patch_ids: torch.Tensor, n_patches: int, first: int = 0) -> torch.Tensor:
@@ -92,10 +95,12 @@ class GlobalTransformer(nn.Module):
         c, p = self.config, self.layers[0].attention.wq.weight
         return KVCache(c.n_layers_global, batch, c.n_heads_global, c.d_global // c.n_heads_global, p.dtype, p.device, capacity)
 
-    def forward(self, slots: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
-        """Latents for patches [start, start + P): causal over patch index, no final norm."""
+    def forward(self, slots: torch.Tensor, start: int = 0, cache: KVCache | None = None,
+                docs: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents for patches [start, start + P): causal over patch index (within `docs`' documents of
+        patches when given), no final norm."""
         h = slots if self.token_embedding_projection is None else self.token_embedding_projection(slots)
-        return run_blocks(self.layers, causal_plan(self.rope, start, h.shape[1], None, h.device), h, cache)
+        return run_blocks(self.layers, causal_plan(self.rope, start, h.shape[1], None, h.device, docs=docs), h, cache)
 
 
 class LocalDecoder(nn.Module):
@@ -127,14 +132,14 @@ class LocalDecoder(nn.Module):
         return [layer.project_kv(slots) for layer in self.cross_attn_layers]
 
     def forward(self, h, cross_kv, cross_mask, start: int = 0, cache: KVCache | None = None,
-                plan: AttentionPlan | None = None) -> torch.Tensor:
+                plan: AttentionPlan | None = None, docs: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for byte states h [B, T, d_local] at positions [start, start + T).
 
         `cross_kv(i)` gives layer i's latent keys/values; `cross_mask` [B, 1, T, S] or None. A `plan`
         replaces the causal one (BLT-D's blocks attend bidirectionally within themselves).
         """
         if plan is None:
-            plan = causal_plan(self.rope, start, h.shape[1], self.config.local_window, h.device)
+            plan = causal_plan(self.rope, start, h.shape[1], self.config.local_window, h.device, docs=docs)
 
         cross_bias = mask_to_bias(cross_mask, h.dtype)
 
@@ -169,13 +174,27 @@ class ByteLatentTransformer(nn.Module):
         """Encoder input: byte embedding plus the sum of the n-gram hash embeddings."""
         return self.local_encoder.tok_embeddings(ids) + self.encoder_hash_tok_embedding(ids, history)
 
+    def documents(self, ids: torch.Tensor, patch_ids: torch.Tensor, n_patches: int):
+        """(document of each byte [B, L], document of each patch [B, P]), each None where the model does
+        not split at EOS. A patch that holds an EOS ends its document, as the official global model's
+        block-causal mask over EOS-marked patches has it."""
+        c = self.config
+        docs = eos_documents(ids) if c.eos_documents_local else None
+        patch_docs = None
+        if c.eos_documents_global:
+            ends = torch.zeros(ids.shape[0], n_patches, dtype=torch.long, device=ids.device)
+            ends = (ends.scatter_add(1, patch_ids.clamp(min=0), (ids == EOS).long()) > 0).long()
+            patch_docs = ends.cumsum(-1) - ends
+        return docs, patch_docs
+
     def forward(self, ids: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         """Full-sequence logits [B, L, V] for ids [B, L] and patch start flags [B, L + 1]."""
         patch_ids, dec_patch_ids = patch_ids_from_starts(starts)
         n_patches = int(patch_ids.max()) + 1
-        h = self.local_encoder(self.embed(ids))
-        latents = self.global_transformer(self.local_encoder.pool(h, patch_ids, n_patches))
+        docs, patch_docs = self.documents(ids, patch_ids, n_patches)
+        h = self.local_encoder(self.embed(ids), docs=docs)
+        latents = self.global_transformer(self.local_encoder.pool(h, patch_ids, n_patches), docs=patch_docs)
         kv = self.local_decoder.latent_kv(latents)
         slot_patch = torch.arange(n_patches, device=ids.device).repeat_interleave(self.config.cross_attn_k)
         mask = patch_window(dec_patch_ids[:, :, None], slot_patch[None, None, :], self.config.cross_attn_window_decoder)
-        return self.local_decoder(h, kv.__getitem__, mask.unsqueeze(1))
+        return self.local_decoder(h, kv.__getitem__, mask.unsqueeze(1), docs=docs)

@@ -311,6 +311,27 @@ def _unsupported_official_settings(model: dict[str, Any]) -> list[str]:
     return found
 
 
+RELEASED_ATTENTION = "xformers"  # what the released models set; the argument's own default (sdpa) cannot run them
+
+
+def official_attention(impl: str | None, bias: str | None, where: str) -> tuple[bool, bool]:
+    """(the sliding window applies, self-attention splits into documents at EOS) for the official
+    `create_causal_mask(attn_impl, attn_bias_type)`; what it cannot run is refused in one line."""
+    impl = impl or RELEASED_ATTENTION
+    if impl == "xformers":
+        if bias in (None, "causal"):
+            return False, False
+        if bias in ("block_causal", "local_block_causal"):
+            return bias == "local_block_causal", True
+        return True, False  # the official fallback: a local window from the bottom right
+    if impl == "flex_attention":
+        return False, False  # a plain causal block mask: no window, no documents
+    if impl == "sdpa" and bias == "causal":
+        return False, False
+    raise BltbenchError(f"params.json sets {where} attn_impl: {impl!r} with attn_bias_type: {bias!r}, which the "
+                        "official code does not run (it needs xformers or flex_attention for these masks)")
+
+
 def entropy_config_official(args: dict[str, Any], as_written: bool) -> EntropyModelConfig:
     """The entropy model's config as the official code builds it. From a consolidated checkpoint's
     params.json (`load_entropy_model`), only dim, layers, heads and the FFN multiplier are read: the
@@ -320,15 +341,19 @@ def entropy_config_official(args: dict[str, Any], as_written: bool) -> EntropyMo
     8192-byte chunks, each with no context from the one before (`context_restart`)."""
     read = args.get if as_written else (lambda key, default=None: default)
     dim = args["dim"]
+    # load_entropy_model fixes xformers' local_block_causal; a Hub config says its own
+    windowed, documents = official_attention(read("attn_impl", "xformers"), read("attn_bias_type", "local_block_causal"),
+                                             "the entropy model's")
     return EntropyModelConfig(
         dim=dim,
         n_layers=args["n_layers"],
         n_heads=args["n_heads"],
         ffn_dim=official_ffn(dim, read("multiple_of", 256) or 256, args.get("ffn_dim_multiplier")),
-        window=read("sliding_window", 512) or 512,
+        window=(read("sliding_window", 512) or 512) if windowed else None,
         rope_theta=float(read("rope_theta", 10000.0)),
         norm_eps=float(read("norm_eps", 1e-5)),
         context_restart=OFFICIAL_ENTROPY_CHUNK,
+        eos_documents=documents,
     )
 
 
@@ -379,6 +404,13 @@ def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | No
             static_length=int(patcher.get("patch_size", model.get("patch_size") or 4)),
         )
         entropy = EntropyModelConfig() if entropy_args is None else entropy_config_official(entropy_args, as_written)
+        # The local models always ask for local_block_causal; the global model for its attn_bias_type.
+        local_windowed, local_documents = official_attention(model.get("attn_impl"), "local_block_causal", "the local models'")
+        global_bias = model.get("attn_bias_type", "causal")
+        if global_bias == "local_block_causal":
+            raise BltbenchError("params.json sets attn_bias_type: 'local_block_causal', which the official global "
+                                "model cannot run (it has no sliding window)")
+        _, global_documents = official_attention(model.get("attn_impl"), global_bias, "the global model's")
         config = BLTConfig(
             d_local=d_local,
             n_heads_local=model["n_heads_local_encoder"],
@@ -394,7 +426,7 @@ def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | No
             hash_sizes=tuple(int(s) for s in sizes),
             hash_buckets=model.get("encoder_hash_byte_group_vocab", 30000),
             hash_functions=model.get("encoder_hash_byte_group_nb_functions", 1),
-            local_window=model.get("local_attention_window_len"),
+            local_window=model.get("local_attention_window_len") if local_windowed else None,
             rope_theta=float(model.get("rope_theta", 10000.0)),
             norm_eps=float(model.get("norm_eps", 1e-5)),
             patching=patching,
@@ -402,6 +434,8 @@ def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | No
             max_seqlen=_optional_int(model.get("max_encoder_seq_length")),
             cross_attn_window_encoder=_window(model, "cross_attn_window_encoder"),
             cross_attn_window_decoder=_window(model, "cross_attn_window_decoder"),
+            eos_documents_local=local_documents,
+            eos_documents_global=global_documents,
         )
     except KeyError as exc:
         raise BltbenchError(f"official params.json lacks {exc.args[0]!r}") from None

@@ -33,6 +33,7 @@ class EntropyModelConfig:
     norm_eps: float = 1e-5
     vocab_size: int = VOCAB_SIZE
     context_restart: int | None = None  # the official patcher runs the entropy model on 8192-byte chunks
+    eos_documents: bool = False  # self-attention split into documents at EOS (official local_block_causal)
 
     @property
     def hidden_ffn(self) -> int:
@@ -88,6 +89,11 @@ class BLTConfig:
     # to the one it reads. None: one patch (the patch itself; the latent before the byte's patch).
     cross_attn_window_encoder: int | None = None
     cross_attn_window_decoder: int | None = None
+    # Documents split at EOS (official block-causal masks): the local encoder's and decoder's
+    # self-attention stops at each EOS (it ends its document); the global model's at each patch that
+    # holds an EOS. Cross-attention and hash n-grams are not split (as in the official code).
+    eos_documents_local: bool = False
+    eos_documents_global: bool = False
     patching: PatchingConfig = field(default_factory=PatchingConfig)
     entropy: EntropyModelConfig = field(default_factory=EntropyModelConfig)
 

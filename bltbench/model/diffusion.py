@@ -51,8 +51,9 @@ class BlockDiffusionBLT(ByteLatentTransformer):
         c = self.config
         patch_ids, dec_patch_ids = patch_ids_from_starts(starts)
         n_patches = int(patch_ids.max()) + 1
-        h = self.local_encoder(self.embed(ids))
-        latents = self.global_transformer(self.local_encoder.pool(h, patch_ids, n_patches))
+        docs, patch_docs = self.documents(ids, patch_ids, n_patches)
+        h = self.local_encoder(self.embed(ids), docs=docs)
+        latents = self.global_transformer(self.local_encoder.pool(h, patch_ids, n_patches), docs=patch_docs)
         kv = self.local_decoder.latent_kv(latents)
 
         offsets = torch.arange(size, device=device)
@@ -65,7 +66,7 @@ class BlockDiffusionBLT(ByteLatentTransformer):
 
         x = torch.cat([h, self.block_embed(cells).reshape(n, n_blocks * size, -1)], dim=1)
         positions = torch.cat([torch.arange(length, device=device).expand(n, -1), cell_pos], dim=1)
-        mask = self._training_mask(length, cell_pos, cell_valid, cell_block, cell_start)
+        mask = self._training_mask(length, cell_pos, cell_valid, cell_block, cell_start, docs)
 
         # Cross-attention: clean positions read the latent of (patch of byte p+1) - 1; a block at s reads
         # the latent of the patch before the one s starts.
@@ -77,7 +78,9 @@ class BlockDiffusionBLT(ByteLatentTransformer):
         logits = self.local_decoder(x, kv.__getitem__, cross_mask, plan=plan)
         return logits[:, :length], logits[:, length:].reshape(n, n_blocks, size, -1)
 
-    def _training_mask(self, length, cell_pos, cell_valid, cell_block, cell_start) -> torch.Tensor:
+    def _training_mask(self, length, cell_pos, cell_valid, cell_block, cell_start, docs=None) -> torch.Tensor:
+        """Clean bytes causal (windowed); a block's cells see the clean bytes before the block and each
+        other; with `docs` ([N, L], documents split at EOS), only within the position's document."""
         n, m = cell_pos.shape
         device = cell_pos.device
         window = self.config.local_window
@@ -94,6 +97,11 @@ class BlockDiffusionBLT(ByteLatentTransformer):
         cell_clean &= cell_valid[:, :, None]
         same_block = cell_block[:, :, None] == cell_block[:, None, :]
         cell_cell = same_block & cell_valid[:, :, None] & cell_valid[:, None, :]
+        if docs is not None:
+            cell_doc = torch.gather(docs, 1, cell_pos)
+            clean_clean = clean_clean & (docs[:, :, None] == docs[:, None, :])
+            cell_clean &= cell_doc[:, :, None] == docs[:, None, :]
+            cell_cell &= cell_doc[:, :, None] == cell_doc[:, None, :]
         cell_cell |= torch.eye(m, dtype=torch.bool, device=device)  # ignored cells see themselves only
         top = torch.cat([clean_clean, clean_cell], dim=2)
         bottom = torch.cat([cell_clean, cell_cell], dim=2)

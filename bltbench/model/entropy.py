@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bltbench.model.config import EntropyModelConfig
-from bltbench.model.layers import KVCache, RMSNorm, Rotary, TransformerBlock, causal_plan, run_blocks
+from bltbench.model.layers import KVCache, RMSNorm, Rotary, TransformerBlock, causal_plan, eos_documents, run_blocks
 
 
 def entropy_nats(logits: torch.Tensor) -> torch.Tensor:
@@ -36,9 +36,11 @@ class EntropyModel(nn.Module):
         return KVCache(c.n_layers, batch, c.n_heads, c.dim // c.n_heads, p.dtype, p.device, capacity)
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits for `ids` [B, T]; with a cache, `ids` continue the cached positions."""
+        """Logits for `ids` [B, T]; with a cache, `ids` continue the cached positions (which, for a model
+        that splits documents at EOS, must all be one document: decoding refuses prompts holding an EOS)."""
         start = cache.length if cache is not None else 0
         c = self.config
-        plan = causal_plan(self.rope, start, ids.shape[1], c.window, ids.device, c.context_restart)
+        docs = eos_documents(ids) if c.eos_documents and cache is None else None
+        plan = causal_plan(self.rope, start, ids.shape[1], c.window, ids.device, c.context_restart, docs)
         h = run_blocks(self.layers, plan, self.tok_embeddings(ids), cache)
         return self.output(self.norm(h))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bltbench.errors import BltbenchError
+from bltbench.model.ids import EOS
 
 
 class RMSNorm(nn.Module):
@@ -222,9 +223,21 @@ class AttentionPlan:
     k_end: int | None = None
 
 
-def causal_plan(rope: Rotary, start: int, t: int, window: int | None, device, restart: int | None = None) -> AttentionPlan:
-    """Queries at [start, start + t) that read the cache's live span (eager calls)."""
+def eos_documents(ids: torch.Tensor) -> torch.Tensor:
+    """The document of each position [..., L]: a document ends at, and includes, an EOS (the official
+    block-causal masks' `tokens_to_seqlen` cut)."""
+    eos = (ids == EOS).long()
+    return eos.cumsum(-1) - eos
+
+
+def causal_plan(rope: Rotary, start: int, t: int, window: int | None, device, restart: int | None = None,
+                docs: torch.Tensor | None = None) -> AttentionPlan:
+    """Queries at [start, start + t) that read the cache's live span (eager calls); with `docs` (the
+    document of every position up to start + t, [B, start + t]), only keys of the query's document."""
     k_start, mask = causal_span(start, t, window, device, restart)
+    if docs is not None:
+        same = docs[:, start : start + t, None] == docs[:, None, k_start : start + t]
+        mask = (same if mask is None else mask[None] & same).unsqueeze(1)
     return AttentionPlan(rope.span(start, t, device), k_start, mask, start, start + t)
 
 
