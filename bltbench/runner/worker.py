@@ -59,6 +59,8 @@ class SweepWorker:
         self.env.update(self.placement)
         self._tasks: dict[int, object] = {}
         self._scorers: dict[str, Scorer] = {}
+        for entry in range(len(suite.tasks)):  # scoring tasks read their data now, while the driver plans
+            self.task(entry)
 
     def task(self, entry: int):
         if entry not in self._tasks:
