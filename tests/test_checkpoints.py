@@ -215,6 +215,7 @@ def test_official_settings_bltbench_does_not_compute_are_refused_in_one_line(tmp
     assert load_model(str(tmp_path)).format == "official"  # the values BLT uses load
 
 
+@pytest.mark.slow  # several seconds; make test-slow and CI run it
 def test_an_official_max_encoder_seq_length_bounds_every_request(tmp_path, micro, capsys):
     """The official local models' rotary tables end at max_encoder_seq_length: a request past it is one
     line saying the limit, not positions the official code could never have run."""

@@ -107,6 +107,7 @@ def test_bad_input_is_one_error_line(capsys, tmp_path, micro, case):
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
 
 
+@pytest.mark.slow  # several seconds; make test-slow and CI run it
 def test_console_script_reports_errors_without_traceback(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe\xfd")

@@ -134,7 +134,8 @@ def test_the_counter_sees_a_transfer():
 METHODS = ["blt", "blt-s-1", "blt-s-8", "blt-d-4@confidence=0.5", "blt-d-8@entropy=1.5", "blt-dv-4", "blt-dv-8"]
 
 
-FIXED_CASES = [(m, v) for m in ("blt", "blt-s-4", "blt-dv-4") for v in range(4)] + [
+FIXED_CASES = [pytest.param(m, v, marks=[pytest.mark.slow] if v >= 2 else [])  # variants 2-3: make test-slow
+               for m in ("blt", "blt-s-4", "blt-dv-4") for v in range(4)] + [
     ("blt-d-4@confidence=0.5", 0), ("blt-d-8@entropy=1.5", 2), ("blt-d-16@eb=1.0", 3)]
 
 

@@ -338,6 +338,7 @@ def test_missing_data_is_one_error_line_and_nothing_written(capsys, tmp_path, mo
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # several seconds; make test-slow and CI run it
 @needs_data
 def test_bpb_flores_eng_reproduces_the_bundled_model_card(data):
     from bltbench.model.checkpoint import load_model

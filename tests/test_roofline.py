@@ -103,6 +103,7 @@ def test_bad_device_profiles_are_one_error_line(capsys, tmp_path):
     assert code == 2 and "matrix" in err and len(err.strip().splitlines()) == 1, err  # measured for other shapes
 
 
+@pytest.mark.slow  # several seconds; make test-slow and CI run it
 def test_bench_device_writes_a_profile_that_bench_roofline_prices_with(capsys, tmp_path):
     out = tmp_path / "tiny.json"
     code, text, err = run_cli(capsys, "bench", "device", "--model", "random:tiny", "--repeats", "1", "--threads", "1",

@@ -28,6 +28,7 @@ SUITE = {
 
 
 
+@pytest.mark.slow  # several seconds; make test-slow and CI run it
 def test_a_killed_sweep_resumes_to_the_samestable_records(tmp_path):
     suite = parse_suite(SUITE, "t.yaml")
     whole = run_suite(suite, tmp_path / "whole", data_dir=str(DATA))

@@ -91,6 +91,7 @@ def test_blt_d_from_blt_keeps_frozen_parts_and_stores_them_once(toy_corpus, tmp_
     assert (folder / "blt_d.safetensors").stat().st_size < 0.5 * blt_bytes
 
 
+@pytest.mark.slow  # several seconds; make test-slow and CI run it
 def test_warm_start_continues_from_the_init_bundles_blt(toy_corpus, tmp_path):
     import json
 
