@@ -72,14 +72,18 @@ def compare(model, methods: str | Sequence[str], prompts: Sequence[str], max_byt
 
 
 def run_suite(suite: str | Path = "default", out: str | Path | None = None, limit: int | None = None,
-              resume: bool = False, device: str = "cpu", data_dir: str | Path | None = None):
+              resume: bool = False, device: str = "cpu", data_dir: str | Path | None = None,
+              executor: str | None = None, workers: int | None = None, address: str | None = None):
     """A suite (a file, or a shipped suite's name) swept into a run folder (`SweepResult`: folder,
-    records written and skipped, summary rows)."""
+    records written and skipped, summary rows); `executor="ray"` (or the suite's `executor:`) runs it on
+    Ray with `workers` workers, on a local Ray or the cluster at `address`."""
     import time
 
+    from bltbench.runner.executors import executor_for
     from bltbench.runner.suite import load_suite
     from bltbench.runner.sweep import run_suite as sweep
 
     loaded = load_suite(Path(suite))
+    runner = executor_for(loaded, executor, address, workers)
     folder = Path(out) if out is not None else Path("results") / f"{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return sweep(loaded, folder, limit, resume, device, str(data_dir) if data_dir else None)
+    return sweep(loaded, folder, limit, resume, device, str(data_dir) if data_dir else None, executor=runner)

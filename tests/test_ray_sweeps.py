@@ -271,3 +271,13 @@ def test_a_ray_start_cluster_given_by_address_runs_the_sweep(tmp_path, serial_sm
     assert _records(tmp_path / "run") == serial_smoke
     env_json = json.loads((tmp_path / "run" / "environment.json").read_text())[-1]
     assert env_json["address"] == f"127.0.0.1:{port}" and len(env_json["workers"]) == 2
+
+
+def test_the_python_api_takes_the_executor_as_the_cli_does(tmp_path):
+    import bltbench
+
+    with pytest.raises(BltbenchError, match="--workers only apply with --executor ray"):
+        bltbench.run_suite(SMOKE, out=tmp_path / "run", executor="serial", workers=2)
+    with pytest.raises(BltbenchError, match="unknown executor 'slurm'"):
+        bltbench.run_suite(SMOKE, out=tmp_path / "run", executor="slurm")
+    assert not (tmp_path / "run").exists()

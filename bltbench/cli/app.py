@@ -532,7 +532,7 @@ def run_cmd(
     import dataclasses
 
     from bltbench.model.build import parse_dtype
-    from bltbench.runner.executors import make_executor
+    from bltbench.runner.executors import executor_for
     from bltbench.runner.suite import Timing, load_suite
     from bltbench.runner.sweep import run_suite
 
@@ -553,11 +553,7 @@ def run_cmd(
         suite = dataclasses.replace(suite, hash_buckets=hash_buckets)
     if repeats is not None or threads is not None:
         suite = dataclasses.replace(suite, timing=Timing(repeats or suite.timing.repeats, threads or suite.timing.threads))
-    choice = suite.executor
-    runner = make_executor(executor or choice.name, address if address is not None else choice.address,
-                           workers if workers is not None else choice.workers,
-                           gpus_per_worker if gpus_per_worker is not None else choice.gpus_per_worker,
-                           suite.timing.threads)
+    runner = executor_for(suite, executor, address, workers, gpus_per_worker)
     folder = out or Path("results") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     console = _console()
     sweep = lambda on_sample, on_plan: run_suite(  # noqa: E731

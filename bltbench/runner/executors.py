@@ -69,3 +69,13 @@ def make_executor(name: str, address: str | None = None, workers: int | None = N
 
         return RayExecutor(address, workers, gpus_per_worker, threads)
     raise BltbenchError(f"unknown executor {name!r} (choose from {', '.join(EXECUTORS)})")
+
+
+def executor_for(suite: Suite, name: str | None = None, address: str | None = None, workers: int | None = None,
+                 gpus_per_worker: float | None = None):
+    """The executor a sweep of `suite` runs on: what is given here, else what the suite's `executor:` says."""
+    choice = suite.executor
+    return make_executor(name or choice.name, address if address is not None else choice.address,
+                         workers if workers is not None else choice.workers,
+                         gpus_per_worker if gpus_per_worker is not None else choice.gpus_per_worker,
+                         suite.timing.threads)
