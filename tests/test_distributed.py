@@ -198,3 +198,36 @@ def test_blt_d_fine_tunes_an_official_checkpoint_sharded_with_frozen_parts(corpu
     frozen = [k for k in stored if k.startswith(("local_encoder.", "encoder_hash_tok_embedding.", "global_transformer."))]
     assert frozen and all(torch.equal(tuned[k], stored[k]) for k in frozen)
     assert not torch.equal(tuned["local_decoder.output.weight"], stored["local_decoder.output.weight"])
+
+
+def test_a_kill_while_a_sharded_checkpoint_replaces_another_leaves_one_to_resume(corpus, tmp_path):
+    """The renames of a checkpoint replacement, stopped at each point: resume finds a whole one."""
+    import shutil
+
+    from bltbench.training.trainer import _replace_folder
+
+    trainer = Trainer(config(corpus, str(tmp_path / "out"), "entropy"))
+    trainer.train_step()
+    out = tmp_path / "out"
+    (out / "checkpoint.tmp").mkdir(parents=True)
+    torch.save(trainer._trainer_state(), out / "checkpoint.tmp" / "trainer.pt")
+    # DCP shards of a real sharded save, written by one process (no process group)
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optimizer_state = get_state_dict(trainer.model, trainer.optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=out / "checkpoint.tmp")
+    shutil.copytree(out / "checkpoint.tmp", out / "checkpoint.old")  # killed after the old one went aside
+
+    def resumes() -> bool:
+        resumed = Trainer(config(corpus, str(out), "entropy"))
+        resumed.load_checkpoint()
+        return resumed.step == 1
+
+    assert resumes()  # from the new one (.tmp), whole
+    shutil.rmtree(out / "checkpoint.tmp")
+    assert resumes()  # killed before the new one was written whole: the old one
+    (out / "checkpoint.old").rename(out / "checkpoint")
+    shutil.copytree(out / "checkpoint", out / "checkpoint.tmp")
+    _replace_folder(out / "checkpoint.tmp", out / "checkpoint")  # a replacement run to its end
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint"] and resumes()

@@ -143,17 +143,19 @@ def test_global_documents_end_at_each_patch_holding_an_eos():
 
 
 def test_blt_d_training_mask_keeps_cells_in_their_document():
-    bundle = _static_bundle(eos_documents_local=True)
-    model = bundle.blt_d
-    docs = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1]])
-    cell_pos = torch.tensor([[3, 4, 5, 6]])  # one block of 4 from position 3: its first cell is the EOS
+    """A block's cells belong to the document its start continues: they see that document's bytes before
+    the block and each other, never an earlier document; a (masked) EOS inside the block does not split
+    it, since that would show where the hidden EOS is."""
+    model = _static_bundle(eos_documents_local=True).blt_d
+    docs = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1]])  # the EOS at 3 ends document 0
     valid = torch.ones(1, 4, dtype=torch.bool)
-    mask = model._training_mask(8, cell_pos, valid, torch.zeros(1, 4, dtype=torch.long), torch.full((1, 4), 3), docs)[0, 0]
-    cells = mask[8:]
-    assert cells[0, :3].all() and not cells[1:, :8].any()  # cells of document 1 see no byte of document 0
-    assert cells[1:, 9:].all() and not cells[1:, 8].any() and not cells[0, 9:].any()
+    blocks = torch.zeros(1, 4, dtype=torch.long)
+    after = model._training_mask(8, torch.tensor([[5, 6, 7, 7]]), valid, blocks, torch.full((1, 4), 5), docs)[0, 0]
+    assert after[8:, 4].all() and not after[8:, :4].any() and after[8:, 8:].all()  # document 1's byte 4 only
+    across = model._training_mask(8, torch.tensor([[2, 3, 4, 5]]), valid, blocks, torch.full((1, 4), 2), docs)[0, 0]
+    assert across[8:, :2].all() and not across[8:, 2:8].any() and across[8:, 8:].all()  # one block, EOS inside
     causal = torch.ones(4, 4, dtype=torch.bool).tril()
-    assert not mask[4:8, :4].any() and torch.equal(mask[:4, :4], causal) and torch.equal(mask[4:8, 4:8], causal)
+    assert not after[4:8, :4].any() and torch.equal(after[:4, :4], causal) and torch.equal(after[4:8, 4:8], causal)
 
 
 def test_official_attention_settings_map_as_the_official_masks_do():

@@ -56,6 +56,8 @@ def method_costs(records: list[dict], bytes_field: str = "bytes_generated", proj
     by_device: dict[str, list[dict]] = {}
     for r in records:
         by_device.setdefault(device_of(r), []).append(r)
+    if len(by_device) == 2 and "unrecorded" in by_device:  # a run resumed across the upgrade: one device
+        by_device = {"unrecorded": records}
     timings = _timings(records, bytes_field) if len(by_device) <= 1 else dict.fromkeys(TIMINGS, math.nan)
     return {
         "bytes": n,

@@ -98,7 +98,9 @@ class BlockDiffusionBLT(ByteLatentTransformer):
         same_block = cell_block[:, :, None] == cell_block[:, None, :]
         cell_cell = same_block & cell_valid[:, :, None] & cell_valid[:, None, :]
         if docs is not None:
-            cell_doc = torch.gather(docs, 1, cell_pos)
+            # the document the block continues (the bytes before it, all visible): a masked EOS inside the
+            # block must not show through the mask, and decoding stops at an EOS anyway
+            cell_doc = torch.gather(docs, 1, cell_start)
             clean_clean = clean_clean & (docs[:, :, None] == docs[:, None, :])
             cell_clean &= cell_doc[:, :, None] == docs[:, None, :]
             cell_cell &= cell_doc[:, :, None] == cell_doc[:, None, :]

@@ -26,17 +26,19 @@ class SweepBenchRow:
     records: int
 
 
-def comparable(folder: Path) -> dict[tuple, dict]:
-    """A run's records by (method, task, sample), less what depends on when and where they ran."""
+def comparable(folder: Path) -> dict[tuple, str]:
+    """A run's records by (method, task, sample), less what depends on when and where they ran, each as
+    canonical JSON (so a NaN equals a NaN)."""
     rows = [json.loads(line) for line in (folder / RECORDS).read_text(encoding="utf-8").splitlines()]
-    return {record_key(r): {k: v for k, v in r.items() if k not in TIMING and k not in PLACEMENT} for r in rows}
+    return {record_key(r): json.dumps({k: v for k, v in r.items() if k not in TIMING and k not in PLACEMENT},
+                                      sort_keys=True) for r in rows}
 
 
 def sweep_benchmark(suite_path: Path, workers: int, repeats: int = 1, data_dir: str | None = None,
                     progress: Callable[[str], None] | None = None) -> tuple[list[SweepBenchRow], bool]:
     """Seconds per whole sweep, serial and on a local Ray with `workers` workers, alternated over
     `repeats` rounds; and whether every round's records agree."""
-    variants = {"serial": [], f"ray x{workers}": ["--executor", "ray", "--workers", str(workers)]}
+    variants = {"serial": ["--executor", "serial"], f"ray x{workers}": ["--executor", "ray", "--workers", str(workers)]}
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:

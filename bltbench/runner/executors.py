@@ -73,9 +73,12 @@ def make_executor(name: str, address: str | None = None, workers: int | None = N
 
 def executor_for(suite: Suite, name: str | None = None, address: str | None = None, workers: int | None = None,
                  gpus_per_worker: float | None = None):
-    """The executor a sweep of `suite` runs on: what is given here, else what the suite's `executor:` says."""
+    """The executor a sweep of `suite` runs on: what is given here, else what the suite's `executor:` says
+    (its options only when the executor is the one it names)."""
     choice = suite.executor
-    return make_executor(name or choice.name, address if address is not None else choice.address,
-                         workers if workers is not None else choice.workers,
-                         gpus_per_worker if gpus_per_worker is not None else choice.gpus_per_worker,
-                         suite.timing.threads)
+    name = name or choice.name
+    if name == choice.name:
+        address = address if address is not None else choice.address
+        workers = workers if workers is not None else choice.workers
+        gpus_per_worker = gpus_per_worker if gpus_per_worker is not None else choice.gpus_per_worker
+    return make_executor(name, address, workers, gpus_per_worker, suite.timing.threads)

@@ -73,7 +73,8 @@ class RayExecutor:
         self.address, self.workers, self.gpus, self.threads = address, workers, gpus_per_worker, threads or 1
         self.started_ray = False
         self.actors: list = []
-        self.envs: list[dict] = []
+        self.envs: list[dict] = []  # every worker that started, replacements included
+        self.live: dict[int, dict] = {}  # the environment of the worker now in each slot
         self.deaths = 0
         self._shards = shards_per_task
 
@@ -89,10 +90,16 @@ class RayExecutor:
         env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
         quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                      runtime_env={"env_vars": env_vars})
+        gpus = _local_gpus() if self.gpus and self.address is None else 0
+        if self.address is None:
+            if self.gpus and not self.workers:
+                self.workers = max(1, int(gpus // self.gpus))
+            self.workers = self.workers or max(1, (os.cpu_count() or 1) // self.threads)
+            if self.gpus and self.workers * self.gpus > gpus:
+                raise BltbenchError(f"{self.workers} Ray worker(s) at {self.gpus:g} GPU(s) each need "
+                                    f"{self.workers * self.gpus:g} GPUs; this machine has {gpus}")
         try:
             if self.address is None:
-                self.workers = self.workers or max(1, (os.cpu_count() or 1) // self.threads)
-                gpus = int(self.workers * self.gpus + 0.999) if self.gpus else 0
                 ray.init(address="local", num_cpus=self.workers * self.threads, num_gpus=gpus,
                          _node_ip_address="127.0.0.1", object_store_memory=256 * 1024**2, **quiet)
             else:
@@ -112,18 +119,18 @@ class RayExecutor:
         self.actors = [self._spawn(i, wait=False) for i in range(self.workers)]
 
     def wait_ready(self) -> None:
-        for actor in self.actors:
-            self._ready(actor)
+        for index, actor in enumerate(self.actors):
+            self._ready(actor, index)
 
     def _spawn(self, index: int, wait: bool = True):
         """Worker `ray-{index}` (a fresh actor; a replacement keeps the name of the one it replaces)."""
         remote = self.ray.remote(_Actor).options(num_cpus=self.threads, num_gpus=self.gpus, max_restarts=0)
         actor = remote.remote(self.args, self.threads, f"ray-{index}")
         if wait:
-            self._ready(actor)
+            self._ready(actor, index)
         return actor
 
-    def _ready(self, actor) -> None:
+    def _ready(self, actor, index: int) -> None:
         try:
             state = self.ray.get(actor.ready.remote())
         except self.ray.exceptions.RayError as e:
@@ -131,6 +138,7 @@ class RayExecutor:
         if state.get("error"):
             raise BltbenchError(state["error"])
         self.envs.append(state["env"])
+        self.live[index] = state["env"]
 
     def run(self, units: list[WorkUnit], remaining: Callable[[WorkUnit], WorkUnit | None]) -> Iterator[dict]:
         """Records as they arrive, largest units dispatched first to whichever worker is free."""
@@ -170,7 +178,7 @@ class RayExecutor:
         """The driver's view: the executor, its workers' environments, and the device profile when every
         worker priced with the same one."""
         profiles = {str(env.get("device_profile")) for env in self.envs}
-        here = [e for e in self.envs[-len(self.actors):] if e.get("host") == socket.gethostname()]
+        here = [e for e in self.live.values() if e.get("host") == socket.gethostname()]
         env = {"executor": "ray", "address": self.address or "local", "workers": self.envs,
                "worker_deaths": self.deaths, "threads_total": sum(e.get("threads") or 1 for e in here) or None}
         if len(profiles) == 1 and self.envs and self.envs[0].get("device_profile"):
@@ -190,6 +198,12 @@ class RayExecutor:
                     pass
             self.ray.shutdown()
             self.started_ray = False
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _token_available() -> bool:

@@ -91,6 +91,26 @@ class TrainConfig:
         self.objective.validate()
 
 
+def _drop_folder(folder: Path) -> None:
+    """Remove a folder so that a kill midway leaves no half of it under its name (renamed aside first)."""
+    if folder.exists():
+        aside = folder.with_name(folder.name + ".old")
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.rename(aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _replace_folder(new: Path, final: Path) -> None:
+    """`new` in place of `final`: the old one renamed aside, the new one renamed in, then the old removed,
+    so a kill at any point leaves a whole checkpoint under one of the two names."""
+    aside = final.with_name(final.name + ".old")
+    shutil.rmtree(aside, ignore_errors=True)
+    if final.exists():
+        final.rename(aside)
+    new.rename(final)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 @dataclass
 class EvalPoint:
     step: int
@@ -258,7 +278,7 @@ class Trainer:
         tmp = out / (CHECKPOINT + ".tmp")
         torch.save(state, tmp)
         tmp.replace(out / CHECKPOINT)
-        shutil.rmtree(out / SHARDED_CHECKPOINT, ignore_errors=True)  # superseded
+        _drop_folder(out / SHARDED_CHECKPOINT)  # superseded
 
     def _save_sharded(self) -> None:
         import torch.distributed.checkpoint as dcp
@@ -274,15 +294,19 @@ class Trainer:
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
         if self.ranks.main:
             torch.save(self._trainer_state(), tmp / TRAINER_STATE)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
+            _replace_folder(tmp, final)
             (out / CHECKPOINT).unlink(missing_ok=True)  # superseded
         barrier(self.ranks)
 
     def load_checkpoint(self) -> None:
         out = Path(self.config.out)
-        if (out / SHARDED_CHECKPOINT).is_dir():
-            state = self._load_sharded(out / SHARDED_CHECKPOINT)
+        # trainer.pt is written last, so a folder holding it is whole; a kill while one checkpoint replaced
+        # another leaves the new one as .tmp or the previous one as .old
+        sharded = [f for f in (out / SHARDED_CHECKPOINT, out / (SHARDED_CHECKPOINT + ".tmp"),
+                               out / (SHARDED_CHECKPOINT + ".old")) if (f / TRAINER_STATE).is_file()]
+        single = out / CHECKPOINT
+        if sharded and (not single.exists() or (sharded[0] / TRAINER_STATE).stat().st_mtime > single.stat().st_mtime):
+            state = self._load_sharded(sharded[0])
         else:
             path = out / CHECKPOINT
             if self.sharded and path.exists():
