@@ -281,3 +281,30 @@ def test_the_python_api_takes_the_executor_as_the_cli_does(tmp_path):
     with pytest.raises(BltbenchError, match="unknown executor 'slurm'"):
         bltbench.run_suite(SMOKE, out=tmp_path / "run", executor="slurm")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_suites_ray_options_apply_only_to_ray_and_gpus_must_exist():
+    from bltbench.runner.executors import SerialExecutor, WorkerArgs, executor_for
+    from bltbench.runner.ray_executor import RayExecutor
+
+    base = {"name": "t", "model": "random:tiny", "methods": ["blt"], "tasks": [{"name": "flores-fr-en", "limit": 1}],
+            "executor": {"name": "ray", "workers": 4}}
+    suite = parse_suite(base, "t.yaml")
+    assert isinstance(executor_for(suite, "serial"), SerialExecutor)  # --executor serial over a Ray suite
+    ray_executor = executor_for(suite)
+    assert isinstance(ray_executor, RayExecutor) and ray_executor.workers == 4
+    if not torch_cuda_available():
+        with pytest.raises(BltbenchError, match="need 2 GPUs; this machine has 0"):
+            RayExecutor(workers=2, gpus_per_worker=1).start(WorkerArgs(suite))
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_records_from_before_placement_do_not_split_a_runs_timings():
+    old = [{k: v for k, v in _timed("cpu", "Xeon", 10.0).items() if k not in ("device", "device_name")}]
+    mixed = method_costs(old + [_timed("cpu", "Xeon", 14.0)])
+    assert mixed["ms_per_byte"] == pytest.approx(12.0) and mixed["timing_by_device"] is None
