@@ -67,10 +67,23 @@ def weight_bytes(module: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
+META_NO_INIT = ("normal_", "uniform_", "kaiming_uniform_", "trunc_normal_", "xavier_uniform_", "zeros_", "ones_",
+                "constant_")
+
+
 def on_meta(factory: Callable[[], nn.Module], dtype: torch.dtype) -> nn.Module:
-    """The module's structure and sizes, in `dtype`, without allocating a weight."""
-    with torch.device("meta"):
-        return factory().to(dtype)
+    """The module's structure and sizes, in `dtype`, without allocating a weight. Layers' initialisers
+    are skipped: meta tensors hold no values (materialising leaves them undefined anyway), and a first
+    initialiser on the meta device costs seconds of one-off setup."""
+    saved = {name: getattr(nn.init, name) for name in META_NO_INIT}
+    for name in META_NO_INIT:
+        setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        with torch.device("meta"):
+            return factory().to(dtype)
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
 
 
 def ensure_fits(label: str, modules: Iterable[nn.Module], device: str | torch.device, extra: int = 0,
