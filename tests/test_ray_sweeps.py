@@ -308,3 +308,12 @@ def test_records_from_before_placement_do_not_split_a_runs_timings():
     old = [{k: v for k, v in _timed("cpu", "Xeon", 10.0).items() if k not in ("device", "device_name")}]
     mixed = method_costs(old + [_timed("cpu", "Xeon", 14.0)])
     assert mixed["ms_per_byte"] == pytest.approx(12.0) and mixed["timing_by_device"] is None
+
+
+@pytest.mark.slow
+def test_bench_sweep_times_serial_and_ray_side_by_side_and_compares_their_records(capsys):
+    code, out, err = run_cli(capsys, "bench", "sweep", str(SMOKE), "--workers", "2", "--data-dir", str(DATA))
+    assert code == 0, err
+    rows = {line.split("│")[1].strip(): line.split("│")[2:] for line in out.splitlines() if line.startswith("│")}
+    assert set(rows) == {"serial", "ray x2"} and all(float(r[0]) > 0 and r[1].strip() == "18" for r in rows.values())
+    assert "records identical apart from timing and placement: yes" in out

@@ -998,11 +998,11 @@ def bench_train(
         if len(sizes) != 1:
             raise BltbenchError("with --nproc, --batch-sizes is one per-process batch")
         argv = [*[a for p in corpus for a in ("--corpus", str(p))], "--variant", variant,
-                "--init", str(init), "--seq-len", str(seq_len), "--steps", str(steps), "--warmup-steps",
-                str(warmup_steps), "--device", device]
+                "--init", str(init), "--steps", str(steps), "--warmup-steps", str(warmup_steps), "--device", device]
         console = _console()
         with console.status("benchmarking") as status:
-            scaled = scaling_benchmark(argv, counts, sizes[0], threads, repeats, progress=lambda m: status.update(m))
+            scaled = scaling_benchmark(argv, counts, sizes[0], seq_len, threads, repeats,
+                                       progress=lambda m: status.update(m))
         table = Table(title=f"{variant} training under torchrun, {init}, {device}, {sizes[0]} sequences of {seq_len} "
                             f"bytes per process, median of {repeats} alternated")
         for col in ("processes", "threads each", "global batch", "s/step", "bytes/s", f"vs {counts[0]} process(es)"):
@@ -1022,7 +1022,6 @@ def bench_train(
     if json_out is not None and main_rank:
         r = rows[0]
         write_text_atomic(json_out, json.dumps({"seconds_per_step": r.seconds_per_step, "bytes_per_s": r.bytes_per_s,
-                                                "bytes_per_step": r.batch_size * seq_len,
                                                 "threads": torch.get_num_threads()}) + "\n")
     table = Table(title=f"{variant} training steps, {init}, {config.device}, sequences of {seq_len} bytes")
     for col in ("batch", "s/step", "bytes/s", f"bytes/s vs batch {sizes[0]}", "ops/step"):
@@ -1053,9 +1052,9 @@ def bench_sweep(
     suite = load_suite(suite_path)  # refused here, in one line, before any run starts
     console = _console()
     with console.status("benchmarking") as status:
-        rows, same = sweep_benchmark(resolve_suite(suite_path), workers, repeats, str(data_dir) if data_dir else None,
-                                     progress=lambda m: status.update(m))
-    table = Table(title=f"suite {suite.name}: whole sweeps, {suite.timing.threads or 'default'} torch thread(s) per "
+        rows, same = sweep_benchmark(resolve_suite(suite_path), workers, suite.timing.threads or 1, repeats,
+                                     str(data_dir) if data_dir else None, progress=lambda m: status.update(m))
+    table = Table(title=f"suite {suite.name}: whole sweeps, {suite.timing.threads or 1} torch thread(s) per "
                         f"worker, median of {repeats} alternated")
     for col in ("executor", "seconds", "records", "vs serial"):
         table.add_column(col, justify="right")

@@ -37,11 +37,11 @@ def pooled_bytes_per_verify(records: list[dict]) -> float | None:
     return sum(r["committed_bytes"] for r in rounds) / total if total else None
 
 
-def device_of(record: dict) -> str:
+def device_of(record: dict) -> str | None:
     """The device a record was timed on, as records name it ("cpu (Intel Xeon ...)", "cuda:0 (NVIDIA H200)");
-    "unrecorded" for records written before placement was."""
+    None for records written before placement was (they never make a run span devices)."""
     device, name = record.get("device"), record.get("device_name")
-    return f"{device} ({name})" if device and name else (device or name or "unrecorded")
+    return f"{device} ({name})" if device and name else (device or name or None)
 
 
 TIMINGS = ("ms_per_byte", "ms_per_byte_iqr", "bytes_per_s", "ttft_ms", "predicted_ms_per_byte", "roofline_fraction")
@@ -55,9 +55,9 @@ def method_costs(records: list[dict], bytes_field: str = "bytes_generated", proj
     per = (lambda x: x / n) if n else (lambda x: math.nan)
     by_device: dict[str, list[dict]] = {}
     for r in records:
-        by_device.setdefault(device_of(r), []).append(r)
-    if len(by_device) == 2 and "unrecorded" in by_device:  # a run resumed across the upgrade: one device
-        by_device = {"unrecorded": records}
+        by_device.setdefault(device_of(r) or "unrecorded", []).append(r)
+    if len(set(by_device) - {"unrecorded"}) <= 1:  # one device (old records beside it ran there too)
+        by_device = {"one": records}
     timings = _timings(records, bytes_field) if len(by_device) <= 1 else dict.fromkeys(TIMINGS, math.nan)
     return {
         "bytes": n,

@@ -151,7 +151,7 @@ def _sample_row(r: dict) -> dict:
         "temperature": _number(((r.get("settings") or {}).get("sampling") or {}).get("temperature")),
         "time": _number(r.get("time")),
         "kind": str(r.get("kind") or "generation"),
-        "device": device_of(r),
+        "device": device_of(r) or "",  # "": timed before placement was recorded
         "output": r.get("output") if isinstance(r.get("output"), str) else "",
     }
     for c in COMPONENTS:

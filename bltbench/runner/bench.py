@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bltbench.errors import BltbenchError
+from bltbench.instrumentation.timing import interleaved
 from bltbench.runner.store import RECORDS, record_key
 from bltbench.runner.worker import PLACEMENT, TIMING
 
@@ -34,28 +35,31 @@ def comparable(folder: Path) -> dict[tuple, str]:
                                       sort_keys=True) for r in rows}
 
 
-def sweep_benchmark(suite_path: Path, workers: int, repeats: int = 1, data_dir: str | None = None,
+def sweep_benchmark(suite_path: Path, workers: int, threads: int = 1, repeats: int = 1, data_dir: str | None = None,
                     progress: Callable[[str], None] | None = None) -> tuple[list[SweepBenchRow], bool]:
-    """Seconds per whole sweep, serial and on a local Ray with `workers` workers, alternated over
-    `repeats` rounds; and whether every round's records agree."""
-    variants = {"serial": ["--executor", "serial"], f"ray x{workers}": ["--executor", "ray", "--workers", str(workers)]}
-    seconds: dict[str, list[float]] = {name: [] for name in variants}
-    runs: list[dict] = []
+    """Seconds per whole sweep, serial and on a local Ray with `workers` workers, each process at `threads`
+    torch threads (a thread count changes float sums, so the records compare only at one count),
+    alternated over `repeats` rounds (`timing.interleaved`); and whether every round's records agree."""
+    fixed = ["--threads", str(threads)]
+    variants = {"serial": ["--executor", "serial", *fixed],
+                f"ray x{workers}": ["--executor", "ray", "--workers", str(workers), *fixed]}
     with tempfile.TemporaryDirectory() as tmp:
-        for round_ in range(repeats):
-            for name, extra in variants.items():
-                if progress:
-                    progress(f"{name}, round {round_ + 1} of {repeats}")
-                folder = Path(tmp) / f"{name.replace(' ', '')}-{round_}"
-                command = [sys.executable, "-m", "bltbench", "run", str(suite_path), "--out", str(folder), *extra]
-                if data_dir:
-                    command += ["--data-dir", data_dir]
-                started = time.perf_counter()
-                done = subprocess.run(command, capture_output=True, text=True)
-                seconds[name].append(time.perf_counter() - started)
-                if done.returncode:
-                    said = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-                    raise BltbenchError(f"the {name} run failed: {(said or done.stderr.splitlines()[-1:] or ['?'])[0]}")
-                runs.append(comparable(folder))
-    rows = [SweepBenchRow(name, statistics.median(s), len(runs[0])) for name, s in seconds.items()]
+        def run(name: str) -> tuple[float, dict]:
+            folder = Path(tempfile.mkdtemp(dir=tmp)) / "run"
+            if progress:
+                progress(name)
+            command = [sys.executable, "-m", "bltbench", "run", str(suite_path), "--out", str(folder), *variants[name]]
+            if data_dir:
+                command += ["--data-dir", data_dir]
+            started = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True)
+            seconds = time.perf_counter() - started
+            if done.returncode:
+                said = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+                raise BltbenchError(f"the {name} run failed: {(said or done.stderr.splitlines()[-1:] or ['?'])[0]}")
+            return seconds, comparable(folder)
+
+        timed = interleaved(list(variants), repeats, run)
+    runs = [records for results in timed.values() for _, records in results]
+    rows = [SweepBenchRow(name, statistics.median(s for s, _ in results), len(runs[0])) for name, results in timed.items()]
     return rows, all(r == runs[0] for r in runs)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from bltbench.errors import BltbenchError
+from bltbench.instrumentation.timing import interleaved
 from bltbench.profiling import count_ops
 from bltbench.training.distributed import finish, launch
 from bltbench.training.trainer import TrainConfig, Trainer
@@ -73,34 +74,35 @@ class ScalingRow:
     bytes_per_s: float  # the global batch's bytes per second
 
 
-def scaling_benchmark(bench_args: list[str], counts: Sequence[int], per_process_batch: int, threads: int | None,
-                      repeats: int = 1, progress: Callable[[str], None] | None = None) -> list[ScalingRow]:
+def scaling_benchmark(bench_args: list[str], counts: Sequence[int], per_process_batch: int, seq_len: int,
+                      threads: int | None, repeats: int = 1,
+                      progress: Callable[[str], None] | None = None) -> list[ScalingRow]:
     """`bltbench bench train <bench_args>` under torchrun at each process count (global batch = count *
-    `per_process_batch`), counts alternated over `repeats` rounds; each count keeps its median step time."""
+    `per_process_batch` sequences of `seq_len` bytes), counts alternated over `repeats` rounds
+    (`timing.interleaved`); each count keeps its median step time."""
+    import itertools
     import json
     import os
     import statistics
     import tempfile
 
-    times: dict[int, list[float]] = {n: [] for n in counts}
-    used: dict[int, int] = {}
-    seq_bytes = 0
+    launches = itertools.count()
     with tempfile.TemporaryDirectory() as tmp:
-        for round_ in range(repeats):
-            for n in counts:
-                if progress:
-                    progress(f"{n} process(es), round {round_ + 1} of {repeats}")
-                out = os.path.join(tmp, f"{n}-{round_}.json")
-                code = launch(n, ["bench", "train", *bench_args, "--batch-sizes", str(n * per_process_batch),
-                                  "--json", out], threads, quiet=True)
-                if code:
-                    raise BltbenchError(f"the {n}-process benchmark exited with status {code}")
-                with open(out, encoding="utf-8") as f:
-                    row = json.load(f)
-                times[n].append(row["seconds_per_step"])
-                used[n], seq_bytes = row["threads"], row["bytes_per_step"] // (n * per_process_batch)
+        def run(n: int) -> dict:
+            if progress:
+                progress(f"{n} process(es)")
+            out = os.path.join(tmp, f"{next(launches)}.json")
+            code = launch(n, ["bench", "train", *bench_args, "--seq-len", str(seq_len),
+                              "--batch-sizes", str(n * per_process_batch), "--json", out], threads, quiet=True)
+            if code:
+                raise BltbenchError(f"the {n}-process benchmark exited with status {code}")
+            with open(out, encoding="utf-8") as f:
+                return json.load(f)
+
+        timed = interleaved(list(counts), repeats, run)
     rows = []
-    for n in counts:
-        per_step = statistics.median(times[n])
-        rows.append(ScalingRow(n, used[n], n * per_process_batch, per_step, n * per_process_batch * seq_bytes / per_step))
+    for n, results in timed.items():
+        per_step = statistics.median(r["seconds_per_step"] for r in results)
+        batch = n * per_process_batch
+        rows.append(ScalingRow(n, results[-1]["threads"], batch, per_step, batch * seq_len / per_step))
     return rows
