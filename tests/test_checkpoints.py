@@ -182,9 +182,9 @@ def test_official_and_large_presets_are_only_dimensions():
 
 
 def test_large_components_are_sharded_and_reassembled(tmp_path, monkeypatch):
-    import bltbench.model.checkpoint as ckpt
+    import bltbench.model.formats.native as native
 
-    monkeypatch.setattr(ckpt, "SHARD_BYTES", 1 << 20)
+    monkeypatch.setattr(native, "SHARD_BYTES", 1 << 20)
     bundle = random_bundle("tiny")
     folder = save_bundle(bundle, tmp_path / "sharded")
     shards = sorted(p.name for p in folder.glob("blt-0*.safetensors"))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bltbench.errors import BltbenchError
-from bltbench.model.checkpoint import config_from_official, official_attention
+from bltbench.model.formats.official import config_from_official, official_attention
 from bltbench.model.config import PatchingConfig
 from bltbench.model.entropy import EntropyModel
 from bltbench.model.ids import BOS, EOS, OFFSET

@@ -1,0 +1,258 @@
+"""The official BLT formats (facebookresearch/blt), read as the official code reads them.
+
+- `consolidated.pth` holding {"model": state_dict} + `params.json` (train args): the facebook/blt download;
+- the official `save_pretrained` output (`model.safetensors` + `config.json` {"args": ...} +
+  `train_args.json`): the Hub repos facebook/blt-1b, blt-7b and blt-entropy.
+The entropy model sits inside the folder (`entropy_model/`) or beside it (`entropy_model/`,
+`blt-entropy/`), in either layout, `consolidated/consolidated.pth` included. Every setting is honoured
+as the official code honours it, or refused in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bltbench.errors import BltbenchError
+from bltbench.model.blt import ByteLatentTransformer
+from bltbench.model.bundle import ModelBundle
+from bltbench.model.config import BLTConfig, EntropyModelConfig, PatchingConfig
+from bltbench.model.entropy import EntropyModel
+from bltbench.model.formats.common import LazyState, build_from_state, read_json, read_safetensors, read_torch
+
+
+def is_official(folder: Path) -> bool:
+    if (folder / "consolidated.pth").exists() and (folder / "params.json").exists():
+        return True
+    if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
+        return isinstance(read_json(folder / "config.json").get("args"), dict)
+    return False
+
+
+def official_ffn(dim: int, multiple_of: int = 256, multiplier: float | None = None) -> int:
+    hidden = int(2 * (4 * dim) / 3)
+    if multiplier is not None:
+        hidden = int(multiplier * hidden)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+OFFICIAL_ENTROPY_CHUNK = 8192  # calculate_entropies: the entropy model sees the sequence in chunks this long
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _unsupported_official_settings(model: dict[str, Any]) -> list[str]:
+    """Official model arguments, explicitly set, that change the logits in ways bltbench does not compute
+    (an unset argument is taken to be what the released BLT models use). Refusing them beats loading
+    a model that silently runs differently."""
+    found = []
+    if model.get("use_rope") is False:
+        found.append("use_rope: false")
+    heads = model.get("n_heads_local_decoder")
+    if heads is not None and heads != model.get("n_heads_local_encoder"):
+        found.append(f"n_heads_local_decoder: {heads} (the encoder has {model.get('n_heads_local_encoder')})")
+    if model.get("cross_attn_init_by_pooling") is False:
+        found.append("cross_attn_init_by_pooling: false")
+    pooling = model.get("downsampling_by_pooling")
+    if pooling not in (None, "max"):
+        found.append(f"downsampling_by_pooling: {pooling!r} (bltbench pools by max)")
+    return found
+
+
+RELEASED_ATTENTION = "xformers"  # what the released models set; the argument's own default (sdpa) cannot run them
+
+
+def official_attention(impl: str | None, bias: str | None, where: str) -> tuple[bool, bool]:
+    """(the sliding window applies, self-attention splits into documents at EOS) for the official
+    `create_causal_mask(attn_impl, attn_bias_type)`; what it cannot run is refused in one line."""
+    impl = impl or RELEASED_ATTENTION
+    if impl == "xformers":
+        if bias in (None, "causal"):
+            return False, False
+        if bias in ("block_causal", "local_block_causal"):
+            return bias == "local_block_causal", True
+        return True, False  # the official fallback: a local window from the bottom right
+    if impl == "flex_attention":
+        return False, False  # a plain causal block mask: no window, no documents
+    if impl == "sdpa" and bias == "causal":
+        return False, False
+    raise BltbenchError(f"params.json sets {where} attn_impl: {impl!r} with attn_bias_type: {bias!r}, which the "
+                        "official code does not run (it needs xformers or flex_attention for these masks)")
+
+
+def entropy_config_official(args: dict[str, Any], as_written: bool) -> EntropyModelConfig:
+    """The entropy model's config as the official code builds it. From a consolidated checkpoint's
+    params.json (`load_entropy_model`), only dim, layers, heads and the FFN multiplier are read: the
+    window is always 512 and RoPE theta, norm eps and multiple_of keep their defaults (10000, 1e-5,
+    256), whatever the file says. From a Hub folder's config.json (`from_pretrained`), every argument
+    is read as written (`as_written`). Either way the official patcher computes entropies over
+    8192-byte chunks, each with no context from the one before (`context_restart`)."""
+    read = args.get if as_written else (lambda key, default=None: default)
+    dim = args["dim"]
+    # load_entropy_model fixes xformers' local_block_causal; a Hub config says its own
+    windowed, documents = official_attention(read("attn_impl", "xformers"), read("attn_bias_type", "local_block_causal"),
+                                             "the entropy model's")
+    return EntropyModelConfig(
+        dim=dim,
+        n_layers=args["n_layers"],
+        n_heads=args["n_heads"],
+        ffn_dim=official_ffn(dim, read("multiple_of", 256) or 256, args.get("ffn_dim_multiplier")),
+        window=(read("sliding_window", 512) or 512) if windowed else None,
+        rope_theta=float(read("rope_theta", 10000.0)),
+        norm_eps=float(read("norm_eps", 1e-5)),
+        context_restart=OFFICIAL_ENTROPY_CHUNK,
+        eos_documents=documents,
+    )
+
+
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _window(model: dict[str, Any], key: str) -> int | None:
+    value = model.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise BltbenchError(f"params.json {key} must be a positive integer or null, got {value!r}")
+    return value
+
+
+def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | None, as_written: bool = False) -> BLTConfig:
+    """Translate official train args (params.json) into a BLTConfig; `as_written` says how the entropy
+    model's arguments are read (see `entropy_config_official`)."""
+    model = args.get("model")
+    if not isinstance(model, dict):
+        raise BltbenchError("official params.json has no 'model' section")
+    patcher = (args.get("data") or {}).get("patcher_args") or {}
+    try:
+        d_local = model["dim_local_encoder"]
+        if model.get("dim_local_decoder", d_local) != d_local:
+            raise BltbenchError("local encoder and decoder widths differ; bltbench needs them equal")
+        if model.get("cross_attn_all_layers_encoder") and model["n_layers_local_encoder"] > 1:
+            raise BltbenchError("encoder cross-attention in every layer is not supported")
+        if model.get("cross_attn_decoder") is False or model.get("cross_attn_all_layers_decoder") is False:
+            raise BltbenchError("bltbench needs decoder cross-attention in every layer, as BLT uses")
+        unsupported = _unsupported_official_settings(model)
+        if unsupported:
+            raise BltbenchError(f"params.json sets {unsupported[0]}, which bltbench does not implement: its logits "
+                                "would differ from the official code's" + (f" (and {len(unsupported) - 1} more)"
+                                                                           if len(unsupported) > 1 else ""))
+        mult, multiple_of = model.get("ffn_dim_multiplier"), model.get("multiple_of", 256)
+        sizes = model.get("encoder_hash_byte_group_size") or [3, 4, 5, 6, 7, 8]
+        if isinstance(sizes, str):
+            sizes = [int(s) for s in sizes.split(",")]
+        mode = patcher.get("patching_mode", model.get("patching_mode", "entropy"))
+        if mode not in ("entropy", "static"):
+            raise BltbenchError(f"patching mode {mode!r} is not supported (entropy or static)")
+        patching = PatchingConfig(
+            mode=mode,
+            threshold=float(patcher.get("threshold", model.get("patching_threshold") or 1.335442066192627)),
+            monotonic=bool(patcher.get("monotonicity", model.get("monotonicity", False))),
+            threshold_add=_optional_float(patcher.get("threshold_add", model.get("patching_threshold_add"))),
+            max_patch_length=patcher.get("max_patch_length", model.get("max_patch_length")),
+            static_length=int(patcher.get("patch_size", model.get("patch_size") or 4)),
+        )
+        entropy = EntropyModelConfig() if entropy_args is None else entropy_config_official(entropy_args, as_written)
+        # The local models always ask for local_block_causal; the global model for its attn_bias_type.
+        local_windowed, local_documents = official_attention(model.get("attn_impl"), "local_block_causal", "the local models'")
+        global_bias = model.get("attn_bias_type", "causal")
+        if global_bias == "local_block_causal":
+            raise BltbenchError("params.json sets attn_bias_type: 'local_block_causal', which the official global "
+                                "model cannot run (it has no sliding window)")
+        _, global_documents = official_attention(model.get("attn_impl"), global_bias, "the global model's")
+        config = BLTConfig(
+            d_local=d_local,
+            n_heads_local=model["n_heads_local_encoder"],
+            n_layers_encoder=model["n_layers_local_encoder"],
+            n_layers_decoder=model["n_layers_local_decoder"],
+            ffn_local=official_ffn(d_local, multiple_of, mult),
+            d_global=model["dim_global"],
+            n_heads_global=model["n_heads_global"],
+            n_layers_global=model["n_layers_global"],
+            ffn_global=official_ffn(model["dim_global"], multiple_of, mult),
+            cross_attn_k=model.get("cross_attn_k") or 1,
+            cross_attn_heads=model.get("cross_attn_nheads"),
+            hash_sizes=tuple(int(s) for s in sizes),
+            hash_buckets=model.get("encoder_hash_byte_group_vocab", 30000),
+            hash_functions=model.get("encoder_hash_byte_group_nb_functions", 1),
+            local_window=model.get("local_attention_window_len") if local_windowed else None,
+            rope_theta=float(model.get("rope_theta", 10000.0)),
+            norm_eps=float(model.get("norm_eps", 1e-5)),
+            patching=patching,
+            entropy=entropy,
+            max_seqlen=_optional_int(model.get("max_encoder_seq_length")),
+            cross_attn_window_encoder=_window(model, "cross_attn_window_encoder"),
+            cross_attn_window_decoder=_window(model, "cross_attn_window_decoder"),
+            eos_documents_local=local_documents,
+            eos_documents_global=global_documents,
+        )
+    except KeyError as exc:
+        raise BltbenchError(f"official params.json lacks {exc.args[0]!r}") from None
+    config.validate()
+    return config
+
+
+ENTROPY_FOLDERS = ("entropy_model", "blt-entropy", "blt_entropy")
+
+
+def _entropy_folder(folder: Path) -> Path | None:
+    """Where an official checkpoint's entropy model lives: inside it (`entropy_model/`), or beside it, as
+    the facebook/blt download lays it out (`hf-weights/blt_1b` next to `hf-weights/entropy_model`) and
+    as Hub snapshots of facebook/blt-1b and facebook/blt-entropy sit side by side."""
+    for base in (folder, folder.parent):
+        for name in ENTROPY_FOLDERS:
+            candidate = base / name
+            if candidate.is_dir() and candidate.resolve() != folder.resolve():
+                return candidate
+    return None
+
+
+def _read_official_entropy(folder: Path | None) -> tuple[dict | None, bool, LazyState | None, str]:
+    """(entropy args, read as written, state, source) of an official entropy folder, in any of its
+    layouts: consolidated.pth (or consolidated/consolidated.pth, which the official patcher prefers)
+    with params.json, or a Hub folder's model.safetensors with config.json {"args": ...}."""
+    if folder is None:
+        return None, False, None, ""
+    if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
+        args = read_json(folder / "config.json").get("args")
+        if not isinstance(args, dict):
+            raise BltbenchError(f"{folder / 'config.json'} has no 'args' object (the official save_pretrained writes one)")
+        state = read_safetensors(folder / "model.safetensors")
+        return args, True, state, str(folder / "model.safetensors")
+    if not (folder / "params.json").exists():
+        return None, False, None, ""
+    args = read_json(folder / "params.json").get("entropy_model")
+    for path in (folder / "consolidated" / "consolidated.pth", folder / "consolidated.pth"):
+        if path.exists() and isinstance(args, dict):
+            return args, False, read_torch(path), str(path)
+    return None, False, None, ""
+
+
+def load_official(folder: Path, dtype: torch.dtype) -> ModelBundle:
+    """An official checkpoint: consolidated.pth + params.json (the facebook/blt download), or a Hub
+    folder written by the official save_pretrained (model.safetensors + config.json {"args": ...},
+    train_args.json holding params.json)."""
+    if (folder / "consolidated.pth").exists():
+        args = read_json(folder / "params.json")
+        weights_path = folder / "consolidated.pth"
+        state = read_torch(weights_path)
+    else:
+        model_args = read_json(folder / "config.json").get("args")
+        if not isinstance(model_args, dict):
+            raise BltbenchError(f"{folder / 'config.json'} has no 'args' object (the official save_pretrained writes one)")
+        args = read_json(folder / "train_args.json") if (folder / "train_args.json").exists() else {}
+        args = {**args, "model": model_args}
+        weights_path = folder / "model.safetensors"
+        state = read_safetensors(weights_path)
+    entropy_args, as_written, entropy_state, entropy_source = _read_official_entropy(_entropy_folder(folder))
+    config = config_from_official(args, entropy_args, as_written)
+    blt = build_from_state(lambda: ByteLatentTransformer(config), state, str(weights_path), dtype)
+    entropy = None
+    if entropy_state is not None:
+        entropy_state = entropy_state.drop([k for k in entropy_state if k.endswith("freqs_cis")])
+        entropy = build_from_state(lambda: EntropyModel(config.entropy), entropy_state, entropy_source, dtype)
+    return ModelBundle(config, blt, entropy, str(folder), "official")
+
+
