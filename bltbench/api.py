@@ -27,14 +27,15 @@ def _model(model):
     raise BltbenchError(f"model must be a name, a folder or a loaded model, got {type(model).__name__}")
 
 
-def load_model(spec: str = "tiny", device: str = "cpu", dtype: str = "fp32", hash_buckets: int | None = None):
+def load_model(spec: str = "tiny", device: str = "cpu", dtype: str = "fp32", hash_buckets: int | None = None,
+               entropy_model: str | None = None):
     """A model bundle: a bundled name (`tiny`), `random:PRESET[:SEED]`, or a checkpoint folder (bltbench,
-    official BLT download or Hub layout)."""
+    official BLT download or Hub layout); `entropy_model` names the entropy model to patch with."""
     from bltbench.model.checkpoint import load_model as load
 
     if not isinstance(spec, (str, Path)):
         raise BltbenchError(f"a model is named by a string, got {type(spec).__name__}")
-    return load(str(spec), device, dtype, hash_buckets)
+    return load(str(spec), device, dtype, hash_buckets, None, None if entropy_model is None else str(entropy_model))
 
 
 def generate(model, prompt: str | bytes | Sequence[int], method: str = "blt", max_bytes: int = 256,

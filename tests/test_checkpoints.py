@@ -323,3 +323,60 @@ def test_loading_into_bf16_never_holds_an_fp32_copy(tmp_path, layout):
     fp32_state = 2 * measured["weights"]
     slack = 48 << 20  # allocator and interpreter noise
     assert measured["peak"] < measured["weights"] + largest + slack < measured["weights"] + fp32_state, measured
+
+
+def test_an_entropy_model_named_explicitly_replaces_the_one_found(tmp_path, micro, micro_512, micro_variants, capsys):
+    """--entropy-model: an official BLT folder with no entropy model near it patches with the one named
+    (download layout, Hub layout or a bltbench bundle's), exactly as if it sat beside it."""
+    from conftest import run_cli
+    from safetensors.torch import save_file
+
+    from bltbench.model.checkpoint import load_entropy_model
+
+    _write_official(tmp_path / "weights" / "blt", micro, tmp_path / "elsewhere" / "entropy_model")
+    assert load_model(str(tmp_path / "weights" / "blt")).entropy is None
+    named = load_model(str(tmp_path / "weights" / "blt"), entropy_model=str(tmp_path / "elsewhere" / "entropy_model"))
+    assert named.entropy_source.endswith("entropy_model") and named.config.entropy.window == 512
+    assert torch.equal(logits(named), logits(micro_512))
+    hub = tmp_path / "hub-entropy"
+    hub.mkdir()
+    save_file({k: v.contiguous() for k, v in micro.entropy.state_dict().items()}, str(hub / "model.safetensors"))
+    (hub / "config.json").write_text(json.dumps({"args": _entropy_args(micro.config.entropy)}))
+    assert torch.equal(logits(load_model(str(tmp_path / "weights" / "blt"), entropy_model=str(hub))), logits(micro))
+    # a bltbench bundle patching with another bundle's entropy model: its patches follow that model
+    other = micro_variants[0]
+    theirs = save_bundle(other, tmp_path / "other", dtype=torch.float32)
+    mine = save_bundle(micro, tmp_path / "mine", dtype=torch.float32)
+    swapped = load_model(str(mine), entropy_model=str(theirs))
+    for name, tensor in other.entropy.state_dict().items():
+        assert torch.equal(swapped.entropy.state_dict()[name], tensor)
+    expected = recompute_logits(DecodeContext(micro.blt, other.entropy, micro.config.patching), IDS)
+    assert torch.equal(logits(swapped), expected) and not torch.equal(expected, logits(micro))
+    config, module = load_entropy_model(str(hub))
+    assert config.dim == micro.config.entropy.dim and config.context_restart == 8192
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in micro.entropy.state_dict().items())
+    # every command with --model takes it; inspect says where the entropy model came from
+    code, out, err = run_cli(capsys, "inspect", str(tmp_path / "weights" / "blt"), "--entropy-model", str(hub), "--json")
+    assert code == 0, err
+    assert json.loads(out)["entropy_model"] == str(hub) and "entropy" in json.loads(out)["components"]
+    code, out, err = run_cli(capsys, "generate", "--model", str(tmp_path / "weights" / "blt"), "--entropy-model", str(hub),
+                             "--prompt", "abc", "--max-bytes", "4", "--json", "--device-profile", "off")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("entropy, fragment", [
+    ("missing-folder", "entropy model 'missing-folder' not found"),
+    ("FILE", "is a file"),
+    ("EMPTY", "is not an entropy model folder"),
+    ("STATIC", "patches statically, so no entropy model would be used"),
+])
+def test_bad_entropy_models_are_one_error_line(tmp_path, micro, micro_variants, capsys, entropy, fragment):
+    from conftest import run_cli
+
+    model = save_bundle(micro_variants[3] if entropy == "STATIC" else micro, tmp_path / "m", dtype=torch.float32)
+    (tmp_path / "FILE").write_text("x")
+    (tmp_path / "EMPTY").mkdir()
+    target = {"FILE": str(tmp_path / "FILE"), "EMPTY": str(tmp_path / "EMPTY"), "STATIC": "random:tiny"}.get(entropy, entropy)
+    code, out, err = run_cli(capsys, "generate", "--model", str(model), "--entropy-model", target, "--prompt", "a",
+                             "--max-bytes", "2")
+    assert code != 0 and fragment in err and len(err.strip().splitlines()) == 1, err

@@ -230,7 +230,7 @@ def test_the_model_is_registered_with_lm_eval(monkeypatch, micro):
     from lm_eval.api.registry import get_model
 
     loaded = []
-    monkeypatch.setattr("bltbench.model.checkpoint.load_model", lambda spec, device, *options: loaded.append(spec) or micro)
+    monkeypatch.setattr("bltbench.model.checkpoint.load_model", lambda spec, device, *options, **named: loaded.append(spec) or micro)
     cls = get_model("bltbench")
     assert cls is BltbenchLM
     lm = cls.create_from_arg_string("model=random:tiny,method=blt-s-4,window=64", {"batch_size": 2, "device": None})
@@ -269,7 +269,7 @@ SUITE = {
 
 @needs_data
 def test_scoring_tasks_sweep_record_summarize_and_resume(tmp_path, monkeypatch, micro):
-    monkeypatch.setattr("bltbench.runner.worker.load_model", lambda spec, device, *options: micro)  # milliseconds a pass
+    monkeypatch.setattr("bltbench.runner.worker.load_model", lambda spec, device, *options, **named: micro)  # milliseconds a pass
     suite = parse_suite(SUITE, "lik.yaml")
     whole = run_suite(suite, tmp_path / "whole", data_dir=str(DATA), device_profile="off")
     assert whole.written == 12

@@ -257,3 +257,33 @@ def test_check_refuses_a_baseline_of_another_suite_model_or_tasks(capsys, tmp_pa
     (run / "summary.json").write_text(json.dumps(fewer))
     code, out, err = run_cli(capsys, "check", str(run), "--baseline", str(baseline))
     assert code == 2 and "covers tasks" in err
+
+
+def test_a_suites_entropy_model_patches_its_run_and_is_part_of_what_resumes(tmp_path, capsys, micro, micro_variants):
+    """`entropy_model:` (or run --entropy-model) patches with another model's entropy model; a resume
+    with another entropy model, or another --dtype, would mix two models' records and is refused."""
+    import torch
+
+    from bltbench.model.checkpoint import save_bundle
+
+    model = save_bundle(micro, tmp_path / "model", dtype=torch.float32)
+    other = save_bundle(micro_variants[0], tmp_path / "other", dtype=torch.float32)
+    suite = dict(SUITE, model=str(model), methods=["blt"], tasks=[SUITE["tasks"][0]], entropy_model=str(other))
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    assert load_suite(path).entropy_model == str(other)
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "run", str(path), "--out", str(out), "--data-dir", str(DATA), "--device-profile", "off")
+    assert code == 0, err
+    mine = stable_records(out)
+    plain = tmp_path / "plain"
+    path.write_text(yaml.safe_dump({k: v for k, v in suite.items() if k != "entropy_model"}))
+    assert run_cli(capsys, "run", str(path), "--out", str(plain), "--data-dir", str(DATA), "--device-profile", "off")[0] == 0
+    assert [r["patches"] for r in mine] != [r["patches"] for r in stable_records(plain)]  # the named model patched
+    for extra in (["--entropy-model", str(model)], ["--dtype", "bf16"]):
+        code, _, err = run_cli(capsys, "run", str(path), "--out", str(plain), "--resume", "--data-dir", str(DATA),
+                               "--device-profile", "off", *extra)
+        assert code != 0 and "cannot resume" in err, err
+    path.write_text(yaml.safe_dump(dict(suite, entropy_model=3)))
+    with pytest.raises(BltbenchError, match="entropy_model must be a string"):
+        load_suite(path)

@@ -68,6 +68,8 @@ def _steps(compile: bool) -> str:
 
 
 DTYPE_HELP = "fp32, bf16 or fp16: weights and activations (the paper proxy stays priced at 16 bits)."
+ENTROPY_HELP = ("An entropy model to patch with, replacing the one the model folder holds or sits beside: an official "
+                "entropy_model/ or blt-entropy folder, a bltbench bundle or a transformers BLT folder.")
 BUCKETS_HELP = "Resize a random preset's hash tables to this many rows (dense dims stay; pricing reads no tables)."
 
 
@@ -94,16 +96,18 @@ def _roofline(bundle, device: str, device_profile: str | None, specs):
     return Roofline(bundle.config, profile, dtype)
 
 
-def _load(model: str, device: str, dtype: str | None, hash_buckets: int | None = None, weights=None):
+def _load(model: str, device: str, dtype: str | None, hash_buckets: int | None = None, weights=None,
+          entropy_model: str | None = None):
     """The one way commands load a bundle: in the asked dtype, only the weights the methods run on."""
     from bltbench.model.checkpoint import load_model
 
-    return load_model(model, device, dtype, hash_buckets, weights)
+    return load_model(model, device, dtype, hash_buckets, weights, entropy_model)
 
 
 @app.command("generate")
 def generate_cmd(
     model: str = typer.Option(..., "--model", help="random:PRESET[:SEED], a bundled model name, or a checkpoint folder."),
+    entropy_model: Optional[str] = typer.Option(None, "--entropy-model", help=ENTROPY_HELP),
     method: str = typer.Option("blt", "--method", help="blt, blt-s, blt-d or blt-dv (or blt-s-K, blt-d-B, blt-dv-B)."),
     recompute: bool = typer.Option(False, "--recompute", help="Official-style: re-patch and rerun the whole model per byte."),
     k: Optional[int] = typer.Option(None, "--k", help="BLT-S draft length (default 8)."),
@@ -143,7 +147,7 @@ def generate_cmd(
     projections = _projections(project)
     data = read_prompt(prompt, prompt_file)
     dev = _device(device)
-    bundle = _load(model, dev, dtype, hash_buckets, (spec.runs_on,))
+    bundle = _load(model, dev, dtype, hash_buckets, (spec.runs_on,), entropy_model)
     roofline = _roofline(bundle, dev, device_profile, [spec])
     result = measure(spec, bundle, encode_prompt(data), max_bytes, sampling, dev, projections, stop=tuple(stop),
                      steps=_steps(compile), roofline=roofline)
@@ -167,6 +171,7 @@ def _projections(project: str | None) -> tuple[str, ...]:
 @app.command("compare")
 def compare_cmd(
     model: str = typer.Option(..., "--model"),
+    entropy_model: Optional[str] = typer.Option(None, "--entropy-model", help=ENTROPY_HELP),
     methods: str = typer.Option("blt,blt-s-8,blt-s-16", "--methods",
                                 help="Comma-separated: blt, blt-s-K, blt-d-B[@confidence=A|@entropy=G|@eb=G], blt-dv-B."),
     sampler_name: str = typer.Option("confidence", "--sampler", help="Default BLT-D sampler for names without one."),
@@ -206,7 +211,7 @@ def compare_cmd(
     projections = _projections(project)
     prompts = read_prompts(prompts_file) if prompts_file is not None else list(DEFAULT_PROMPTS)
     dev = _device(device)
-    bundle = _load(model, dev, dtype, hash_buckets, {spec.runs_on for spec in specs})
+    bundle = _load(model, dev, dtype, hash_buckets, {spec.runs_on for spec in specs}, entropy_model)
     for spec in specs:
         roofline = _roofline(bundle, dev, device_profile, [spec])
     console = _console()
@@ -374,6 +379,7 @@ def train_cmd(
 @app.command("calibrate")
 def calibrate_cmd(
     model: str = typer.Option(..., "--model", help="A bltbench bundle folder (its config is updated in place)."),
+    entropy_model: Optional[str] = typer.Option(None, "--entropy-model", help=ENTROPY_HELP),
     target_mean: float = typer.Option(4.0, "--target-mean"),
     max_patch: Optional[int] = typer.Option(8, "--max-patch"),
     corpus: list[Path] = typer.Option(..., "--corpus"),
@@ -388,7 +394,7 @@ def calibrate_cmd(
     from bltbench.training.corpus import read_documents
     from bltbench.training.data import split_documents
 
-    bundle = load_model(model)
+    bundle = load_model(model, entropy_model=entropy_model)
     if bundle.format != "bltbench":
         raise BltbenchError("calibrate writes the threshold into a bltbench bundle folder")
     entropy = bundle.require_entropy()
@@ -411,6 +417,7 @@ def calibrate_cmd(
 @app.command("eval-bpb")
 def eval_bpb_cmd(
     model: str = typer.Option(..., "--model"),
+    entropy_model: Optional[str] = typer.Option(None, "--entropy-model", help=ENTROPY_HELP),
     data: list[Path] = typer.Option(..., "--data", help="Text files or folders (.txt/.jsonl: a document per line; else per file)."),
     weights: str = typer.Option("blt", "--weights", help="blt, blt-d (its causal path) or entropy."),
     window: int = typer.Option(512, "--window"),
@@ -430,7 +437,7 @@ def eval_bpb_cmd(
             raise BltbenchError(f"data file {path} does not exist")
     if weights not in ("blt", "blt-d", "entropy"):
         raise BltbenchError(f"unknown weights {weights!r} (blt, blt-d or entropy)")
-    bundle = _load(model, _device(device), dtype, None, () if weights == "entropy" else (weights,))
+    bundle = _load(model, _device(device), dtype, None, () if weights == "entropy" else (weights,), entropy_model)
     docs = read_documents(data)
     entropy = bundle.require_entropy()
     if weights == "entropy":
@@ -455,6 +462,7 @@ def eval_bpb_cmd(
 @app.command("inspect")
 def inspect_cmd(
     model: str = typer.Argument(..., help="random:PRESET[:SEED], a bundled model name, or a checkpoint folder."),
+    entropy_model: Optional[str] = typer.Option(None, "--entropy-model", help=ENTROPY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the inspection as JSON."),
 ) -> None:
     """What a model is as bltbench runs it: the format detected, every setting it runs with, parameters per
@@ -464,7 +472,7 @@ def inspect_cmd(
 
     from bltbench.instrumentation.params import component_params
 
-    bundle = _load(model, "cpu", None)
+    bundle = _load(model, "cpu", None, entropy_model=entropy_model)
     config = bundle.config
     params = component_params(config, bundle.source)
     present = {"blt": bundle.blt is not None, "blt-d": bundle.blt_d is not None, "entropy": bundle.entropy is not None}
@@ -478,6 +486,7 @@ def inspect_cmd(
         "source": bundle.source,
         "format": bundle.format,
         "components": [name for name, ok in present.items() if ok],
+        "entropy_model": bundle.entropy_source or (bundle.source if present["entropy"] else None),
         "settings": dataclasses.asdict(config),
         "parameters": {"entropy": params.entropy, "encoder": params.encoder, "global": params.global_,
                        "decoder": params.decoder, "per_call": params.per_call},
@@ -493,6 +502,8 @@ def inspect_cmd(
         return [(prefix[:-1], json.dumps(value) if isinstance(value, (list, tuple, bool)) or value is None else str(value))]
 
     typer.echo(f"{bundle.source}: {bundle.format} format, components {', '.join(report['components'])}")
+    if bundle.entropy_source:
+        typer.echo(f"entropy model from {bundle.entropy_source}")
     typer.echo("settings it runs with:")
     for key, value in flat("", report["settings"]):
         typer.echo(f"  {key} = {value}")
@@ -518,6 +529,7 @@ def run_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", help="Fix torch's thread count (overrides the suite's timing)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP + " Overrides the suite's dtype."),
     hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help=BUCKETS_HELP + " Overrides the suite's."),
+    entropy_model: Optional[str] = typer.Option(None, "--entropy-model", help=ENTROPY_HELP + " Overrides the suite's."),
     device_profile: Optional[str] = typer.Option(None, "--device-profile", help=PROFILE_HELP),
     executor: Optional[str] = typer.Option(None, "--executor", help="Where work units run: serial (this process; default) or ray."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join, HOST:PORT (default: a local Ray started for the run)."),
@@ -546,11 +558,13 @@ def run_cmd(
     suite = load_suite(suite_path)
     if dtype is not None:
         parse_dtype(dtype)
-        suite = dataclasses.replace(suite, dtype=dtype)
-    if hash_buckets is not None:
-        if hash_buckets < 1:
-            raise BltbenchError(f"--hash-buckets must be >= 1, got {hash_buckets}")
-        suite = dataclasses.replace(suite, hash_buckets=hash_buckets)
+    if hash_buckets is not None and hash_buckets < 1:
+        raise BltbenchError(f"--hash-buckets must be >= 1, got {hash_buckets}")
+    # what changes the model changes the run: the overrides are part of the suite a resume must match
+    overrides = {k: v for k, v in (("dtype", dtype), ("hash_buckets", hash_buckets), ("entropy_model", entropy_model))
+                 if v is not None}
+    if overrides:
+        suite = dataclasses.replace(suite, **overrides, source={**suite.source, **overrides})
     if repeats is not None or threads is not None:
         suite = dataclasses.replace(suite, timing=Timing(repeats or suite.timing.repeats, threads or suite.timing.threads))
     runner = executor_for(suite, executor, address, workers, gpus_per_worker)
@@ -704,6 +718,7 @@ def _positive_ints(text: str, option: str) -> list[int]:
 @bench_app.command("decode")
 def bench_decode(
     model: str = typer.Option("random:tiny", "--model"),
+    entropy_model: Optional[str] = typer.Option(None, "--entropy-model", help=ENTROPY_HELP),
     lengths: str = typer.Option("64,256,1024", "--lengths", help="Comma-separated numbers of new bytes."),
     recompute_max: int = typer.Option(1024, "--recompute-max", help="Skip recompute above this many bytes."),
     prompts: str = typer.Option("short,few-shot", "--prompts", help="Built-in prompts to run: short, few-shot."),
@@ -741,7 +756,7 @@ def bench_decode(
         chosen = {n: PROMPTS[n].encode() for n in names}
     n_threads = _threads(threads)
     dev = _device(device)
-    bundle = _load(model, dev, dtype, hash_buckets, ("blt",))
+    bundle = _load(model, dev, dtype, hash_buckets, ("blt",), entropy_model)
     console = _console()
     cached = [m for m in chosen_modes if m != "recompute"]
     for name, data in chosen.items():
@@ -837,6 +852,7 @@ def bench_stream(
 @bench_app.command("device")
 def bench_device(
     model: str = typer.Option("tiny", "--model", help="Whose shapes and calls to measure (random:PRESET, a bundled name or a folder)."),
+    entropy_model: Optional[str] = typer.Option(None, "--entropy-model", help=ENTROPY_HELP),
     dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
     hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help=BUCKETS_HELP),
     device: str = typer.Option("cpu", "--device"),
@@ -857,7 +873,7 @@ def bench_device(
     dev = _device(device)
     console = _console()
     with console.status("building the model"):
-        bundle = _load(model, dev, dtype, hash_buckets)
+        bundle = _load(model, dev, dtype, hash_buckets, None, entropy_model)
     with console.status("measuring") as status:
         profile = measure_profile(bundle, dev, working_set, repeats, progress=lambda m: status.update(m))
     path = profile.write(out or cache_path(bundle.config, bundle.dtype, dev))
@@ -929,6 +945,7 @@ def bench_roofline(
 @bench_app.command("meter")
 def bench_meter(
     model: str = typer.Option("random:tiny", "--model"),
+    entropy_model: Optional[str] = typer.Option(None, "--entropy-model", help=ENTROPY_HELP),
     methods: str = typer.Option("blt,blt-s-8", "--methods"),
     new_bytes: int = typer.Option(256, "--bytes"),
     repeats: int = typer.Option(5, "--repeats"),
@@ -941,7 +958,7 @@ def bench_meter(
 
     if new_bytes < 1 or repeats < 1:
         raise BltbenchError("--bytes and --repeats must be positive")
-    bundle = _load(model, "cpu", dtype)
+    bundle = _load(model, "cpu", dtype, None, None, entropy_model)
     names = [m.strip() for m in methods.split(",") if m.strip()]
     console = _console()
     with console.status("timing"):

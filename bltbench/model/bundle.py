@@ -21,6 +21,7 @@ class ModelBundle:
     source: str
     format: str
     blt_d: BlockDiffusionBLT | None = None
+    entropy_source: str | None = None  # where the entropy model came from when not from `source`
 
     def require_blt(self) -> ByteLatentTransformer:
         if self.blt is None:
@@ -64,5 +65,5 @@ class ModelBundle:
     def describe(self) -> str:
         parts = [f"BLT {'yes' if self.blt is not None else 'missing'}"]
         parts.append(f"BLT-D {'yes' if self.blt_d is not None else 'missing'}")
-        parts.append(f"entropy model {'yes' if self.entropy is not None else 'missing'}")
+        parts.append(f"entropy model {'missing' if self.entropy is None else 'from ' + self.entropy_source if self.entropy_source else 'yes'}")
         return f"{self.source} ({self.format}): " + ", ".join(parts)

@@ -25,16 +25,21 @@ from bltbench.model.build import (
     parse_dtype,
 )
 from bltbench.model.bundle import ModelBundle
-from bltbench.model.config import BLTConfig, preset
+from bltbench.model.config import BLTConfig, EntropyModelConfig, preset
 from bltbench.model.diffusion import BlockDiffusionBLT
 from bltbench.model.entropy import EntropyModel
-from bltbench.model.formats.hf import is_transformers, load_transformers
+from bltbench.model.formats.hf import is_transformers, load_transformers, load_transformers_entropy
 from bltbench.model.formats.native import MANIFEST, is_native, load_native, save_bundle
-from bltbench.model.formats.official import is_official, load_official
+from bltbench.model.formats.official import (
+    is_official,
+    is_official_entropy,
+    load_official,
+    load_official_entropy,
+)
 from bltbench.model.init import init_weights
 from bltbench.model.layers import share_fused_storage
 
-__all__ = ["BUNDLED_DIR", "bundled_models", "load_model", "random_bundle", "random_weights", "save_bundle"]
+__all__ = ["BUNDLED_DIR", "bundled_models", "load_entropy_model", "load_model", "random_bundle", "random_weights", "save_bundle"]
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -113,46 +118,91 @@ def bundled_models() -> list[str]:
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / MANIFEST).exists())
 
 
-def load_model(spec: str, device: str = "cpu", dtype: str | torch.dtype | None = None,
-               hash_buckets: int | None = None, weights: Iterable[str] | None = None) -> ModelBundle:
-    """Resolve a --model argument: random:PRESET[:SEED], a bundled name, or a checkpoint folder, in
-    `dtype` (default fp32) on `device`. `weights` (blt, blt-d; default both) says which to build: a run
-    of `blt` never allocates BLT-D. `hash_buckets` resizes a random preset's hash tables."""
-    torch_dtype = parse_dtype(dtype) or torch.float32
-    wanted = _weights_wanted(weights)
-    if hash_buckets is not None and hash_buckets < 1:
-        raise BltbenchError(f"--hash-buckets must be >= 1, got {hash_buckets}")
-    check_dtype_runs(torch_dtype, device)
-    if spec.startswith("random:"):
-        return _parse_random(spec, hash_buckets=hash_buckets, dtype=torch_dtype, weights=wanted, device=device)
-    if hash_buckets is not None:
-        raise BltbenchError("--hash-buckets resizes random presets only; a checkpoint's tables are what it holds")
+def _folder(spec: str, what: str) -> Path:
+    """A checkpoint folder named by path or by a bundled model's name."""
     folder = Path(spec)
     if not folder.exists() and spec in bundled_models():
         folder = BUNDLED_DIR / spec
     if not folder.exists():
         names = ", ".join(bundled_models()) or "none installed"
-        raise BltbenchError(
-            f"model {spec!r} not found: give random:PRESET[:SEED], a bundled model ({names}) or a checkpoint folder"
-        )
+        raise BltbenchError(f"{what} {spec!r} not found: give random:PRESET[:SEED], a bundled model ({names}) "
+                            "or a checkpoint folder")
     if not folder.is_dir():
-        raise BltbenchError(f"model {spec!r} is a file; a checkpoint is a folder")
-    if is_native(folder):
-        bundle = load_native(folder, torch_dtype, wanted)
-    elif is_official(folder):
-        bundle = load_official(folder, torch_dtype)
-    elif is_transformers(folder):
-        bundle = load_transformers(folder, torch_dtype)
-    elif (folder / "config.json").exists():
-        raise BltbenchError(f"{folder}/config.json is neither a transformers BLT config (model_type 'blt') "
-                            "nor an official one ({'args': ...} beside model.safetensors)")
+        raise BltbenchError(f"{what} {spec!r} is a file; a checkpoint is a folder")
+    return folder
+
+
+def load_entropy_model(spec: str, dtype: torch.dtype = torch.float32) -> tuple[EntropyModelConfig, EntropyModel]:
+    """An entropy model on its own (`--entropy-model`): an official entropy folder in any layout
+    (facebook/blt's entropy_model/, the Hub's blt-entropy), or the entropy model of a bltbench bundle,
+    a transformers BLT folder or an official BLT folder."""
+    if spec.startswith("random:"):
+        bundle = load_model(spec, dtype=dtype, weights=())
+        if bundle.entropy is None:
+            raise BltbenchError(f"--entropy-model {spec}: that preset patches statically and has no entropy model")
+        return bundle.config.entropy, bundle.entropy
+    folder = _folder(spec, "entropy model")
+    if is_official_entropy(folder):
+        return load_official_entropy(folder, dtype)
+    if is_transformers(folder):
+        return load_transformers_entropy(folder, dtype)
+    if is_native(folder) or is_official(folder):
+        bundle = load_native(folder, dtype, ()) if is_native(folder) else load_official(folder, dtype)
+        if bundle.entropy is None:
+            raise BltbenchError(f"--entropy-model {spec}: {folder} holds no entropy model")
+        return bundle.config.entropy, bundle.entropy
+    raise BltbenchError(f"--entropy-model {spec}: {folder} is not an entropy model folder (expected params.json "
+                        "with 'entropy_model' + consolidated.pth, model.safetensors + config.json, a bltbench "
+                        "bundle or a transformers BLT folder)")
+
+
+def load_model(spec: str, device: str = "cpu", dtype: str | torch.dtype | None = None,
+               hash_buckets: int | None = None, weights: Iterable[str] | None = None,
+               entropy_model: str | None = None) -> ModelBundle:
+    """Resolve a --model argument: random:PRESET[:SEED], a bundled name, or a checkpoint folder, in
+    `dtype` (default fp32) on `device`. `weights` (blt, blt-d; default both) says which to build: a run
+    of `blt` never allocates BLT-D. `hash_buckets` resizes a random preset's hash tables.
+    `entropy_model` (any spec `load_entropy_model` takes) replaces whatever entropy model the folder
+    holds or sits beside."""
+    torch_dtype = parse_dtype(dtype) or torch.float32
+    wanted = _weights_wanted(weights)
+    if hash_buckets is not None and hash_buckets < 1:
+        raise BltbenchError(f"--hash-buckets must be >= 1, got {hash_buckets}")
+    check_dtype_runs(torch_dtype, device)
+    if spec.startswith("random:"):  # built where it runs, fused storage already shared
+        bundle = _parse_random(spec, hash_buckets=hash_buckets, dtype=torch_dtype, weights=wanted, device=device)
+        loaded = []
     else:
-        raise BltbenchError(
-            f"{folder} is not a model folder: expected {MANIFEST} (bltbench), consolidated.pth + params.json "
-            "(official BLT) or config.json (transformers)"
-        )
-    bundle.to(device)
-    for module in (bundle.blt, bundle.blt_d, bundle.entropy):
+        if hash_buckets is not None:
+            raise BltbenchError("--hash-buckets resizes random presets only; a checkpoint's tables are what it holds")
+        bundle = _load_folder(_folder(spec, "model"), torch_dtype, wanted, find_entropy=entropy_model is None)
+        loaded = [bundle.blt, bundle.blt_d, bundle.entropy]
+    if entropy_model is not None:
+        if bundle.config.patching.mode != "entropy":
+            raise BltbenchError(f"--entropy-model {entropy_model}: {spec} patches {bundle.config.patching.mode}ally, "
+                                "so no entropy model would be used")
+        entropy_config, entropy = load_entropy_model(entropy_model, torch_dtype)
+        bundle = dataclasses.replace(bundle, config=dataclasses.replace(bundle.config, entropy=entropy_config),
+                                     entropy=entropy, entropy_source=entropy_model)
+        loaded.append(entropy)
+    for module in loaded:
         if module is not None:
+            module.to(device)
             share_fused_storage(module)
     return bundle
+
+
+def _load_folder(folder: Path, dtype: torch.dtype, weights: tuple[str, ...], find_entropy: bool) -> ModelBundle:
+    if is_native(folder):
+        return load_native(folder, dtype, weights)
+    if is_official(folder):
+        return load_official(folder, dtype, find_entropy)
+    if is_transformers(folder):
+        return load_transformers(folder, dtype, find_entropy)
+    if (folder / "config.json").exists():
+        raise BltbenchError(f"{folder}/config.json is neither a transformers BLT config (model_type 'blt') "
+                            "nor an official one ({'args': ...} beside model.safetensors)")
+    raise BltbenchError(
+        f"{folder} is not a model folder: expected {MANIFEST} (bltbench), consolidated.pth + params.json "
+        "(official BLT) or config.json (transformers)"
+    )

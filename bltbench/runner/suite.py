@@ -2,6 +2,7 @@
 
     name: default
     model: tiny                     # any --model spec
+    entropy_model: PATH             # optional: patch with this entropy model (any --entropy-model spec)
     dtype: fp32                     # fp32, bf16 or fp16 (weights and activations)
     hash_buckets: 1024              # random presets only: resize the hash tables
     methods: [blt, blt-s-8, blt-d-8@confidence=0.7, blt-dv-8]
@@ -35,7 +36,7 @@ from bltbench.suites.tasks.base import ScoringTask
 from bltbench.suites.tasks.registry import get_task
 
 SUITE_FIELDS = {"name", "model", "methods", "sampling", "project", "tasks", "data_dir", "description", "compile", "timing",
-                "dtype", "hash_buckets", "executor"}
+                "dtype", "hash_buckets", "executor", "entropy_model"}
 EXECUTOR_FIELDS = {"name", "address", "workers", "gpus_per_worker"}
 NOT_RESUME_IDENTITY = ("executor",)  # where a run's units ran does not change its records
 TIMING_FIELDS = {"repeats", "threads"}
@@ -65,6 +66,7 @@ class Suite:
     dtype: str = "fp32"
     hash_buckets: int | None = None
     executor: "ExecutorChoice" = field(default_factory=lambda: ExecutorChoice())
+    entropy_model: str | None = None
 
     @property
     def weights(self) -> set[str]:
@@ -166,7 +168,7 @@ def parse_suite(raw: Any, where: str) -> Suite:
     if not all(c.isalnum() or c in "-_." for c in raw["name"]):
         raise BltbenchError(f"{where}: name {raw['name']!r} may hold letters, digits, '-', '_' and '.' only "
                             "(it names the run's folder)")
-    for key in ("description", "data_dir"):
+    for key in ("description", "data_dir", "entropy_model"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise BltbenchError(f"{where}: {key} must be a string, got {raw[key]!r}")
     if not isinstance(raw["methods"], list) or not raw["methods"]:
@@ -226,7 +228,7 @@ def parse_suite(raw: Any, where: str) -> Suite:
         raise BltbenchError(f"{where}: hash_buckets must be a positive integer, got {buckets!r}")
     return Suite(str(raw["name"]), str(raw["model"]), methods, tuple(tasks), tuple(map(str, project)),
                  raw.get("data_dir"), raw, compile, _timing(raw.get("timing"), where), str(dtype), buckets,
-                 _executor(raw.get("executor"), where))
+                 _executor(raw.get("executor"), where), raw.get("entropy_model"))
 
 
 SHIPPED = Path(__file__).resolve().parent.parent / "suites" / "shipped"  # the repository's suites/, as package data

@@ -44,7 +44,8 @@ class SweepWorker:
         self.suite, self.device = suite, device
         self.steps = "compiled" if compile or suite.compile else "eager"
         self.data = DataSource(data_dir or suite.data_dir)
-        self.bundle = load_model(suite.model, device, suite.dtype, suite.hash_buckets, suite.weights)
+        self.bundle = load_model(suite.model, device, suite.dtype, suite.hash_buckets, suite.weights,
+                                 suite.entropy_model)
         for spec in suite.methods:
             spec.validate(self.bundle)
         self.labels = {spec.label: spec for spec in suite.methods}

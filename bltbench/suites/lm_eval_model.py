@@ -69,7 +69,7 @@ class BltbenchLM(LM):
 
     def __init__(self, scorer: Scorer | None = None, model: str = "tiny", method: str = "blt", device: str = "cpu",
                  batch_size: int | str | None = None, window: int | str | None = None,
-                 max_gen_bytes: int | str = 256, **_: Any) -> None:
+                 max_gen_bytes: int | str = 256, entropy_model: str | None = None, **_: Any) -> None:
         super().__init__()
         if scorer is None:
             from bltbench.model.checkpoint import load_model
@@ -80,7 +80,8 @@ class BltbenchLM(LM):
                 window=int(window) if window else ScoringConfig.window,
                 batch_size=int(batch_size) if str(batch_size or "").isdigit() else ScoringConfig.batch_size,
             )
-            scorer = Scorer(load_model(str(model), str(device)), parse_method(str(method)), config, str(device))
+            bundle = load_model(str(model), str(device), entropy_model=entropy_model)
+            scorer = Scorer(bundle, parse_method(str(method)), config, str(device))
         self.scorer = scorer
         self.max_gen_bytes = int(max_gen_bytes)
         self.usage: dict[DocKey, Usage] = defaultdict(Usage)

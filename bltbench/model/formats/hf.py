@@ -125,16 +125,28 @@ def config_from_hf(cfg: dict[str, Any]) -> BLTConfig:
     return config
 
 
-def load_transformers(folder: Path, dtype: torch.dtype) -> ModelBundle:
-    cfg = read_json(folder / "config.json")
-    config = config_from_hf(cfg)
+def _transformers_state(folder: Path) -> LazyState:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise BltbenchError(f"{folder} has a transformers config.json but no .safetensors weights")
-    state = LazyState.merged([read_safetensors(f) for f in files], str(folder))
-    blt_state, entropy_state = convert_hf_state(state, config)
+    return LazyState.merged([read_safetensors(f) for f in files], str(folder))
+
+
+def load_transformers(folder: Path, dtype: torch.dtype, with_entropy: bool = True) -> ModelBundle:
+    config = config_from_hf(read_json(folder / "config.json"))
+    blt_state, entropy_state = convert_hf_state(_transformers_state(folder), config)
     blt = build_from_state(lambda: ByteLatentTransformer(config), blt_state, str(folder), dtype)
     entropy = None
-    if len(entropy_state):
+    if with_entropy and len(entropy_state):
         entropy = build_from_state(lambda: EntropyModel(config.entropy), entropy_state, f"{folder} (patcher)", dtype)
     return ModelBundle(config, blt, entropy, str(folder), "transformers")
+
+
+def load_transformers_entropy(folder: Path, dtype: torch.dtype) -> tuple[EntropyModelConfig, EntropyModel]:
+    """Only the entropy model (transformers' `patcher`) of a transformers BLT folder."""
+    config = config_from_hf(read_json(folder / "config.json"))
+    _, entropy_state = convert_hf_state(_transformers_state(folder), config)
+    if not len(entropy_state):
+        raise BltbenchError(f"{folder} holds no entropy model (no model.patcher.* weights)")
+    return config.entropy, build_from_state(lambda: EntropyModel(config.entropy), entropy_state,
+                                            f"{folder} (patcher)", dtype)

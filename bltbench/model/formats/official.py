@@ -230,10 +230,34 @@ def _read_official_entropy(folder: Path | None) -> tuple[dict | None, bool, Lazy
     return None, False, None, ""
 
 
-def load_official(folder: Path, dtype: torch.dtype) -> ModelBundle:
+def is_official_entropy(folder: Path) -> bool:
+    """An official entropy model folder on its own (what --entropy-model may name)."""
+    if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
+        args = read_json(folder / "config.json").get("args")
+        return isinstance(args, dict) and "dim_global" not in args
+    return (folder / "params.json").exists() and "entropy_model" in read_json(folder / "params.json")
+
+
+def load_official_entropy(folder: Path, dtype: torch.dtype) -> tuple[EntropyModelConfig, EntropyModel]:
+    """An official entropy model folder (download, nested or Hub layout), configured as the official loader
+    configures it."""
+    args, as_written, state, source = _read_official_entropy(folder)
+    if state is None:
+        raise BltbenchError(f"{folder} holds no official entropy model (params.json with 'entropy_model' beside "
+                            "consolidated.pth or consolidated/consolidated.pth, or model.safetensors + config.json)")
+    config = entropy_config_official(args, as_written)
+    return config, _entropy_module(config, state, source, dtype)
+
+
+def _entropy_module(config: EntropyModelConfig, state: LazyState, source: str, dtype: torch.dtype) -> EntropyModel:
+    state = state.drop([k for k in state if k.endswith("freqs_cis")])  # RoPE tables the official code stores
+    return build_from_state(lambda: EntropyModel(config), state, source, dtype)
+
+
+def load_official(folder: Path, dtype: torch.dtype, find_entropy: bool = True) -> ModelBundle:
     """An official checkpoint: consolidated.pth + params.json (the facebook/blt download), or a Hub
     folder written by the official save_pretrained (model.safetensors + config.json {"args": ...},
-    train_args.json holding params.json)."""
+    train_args.json holding params.json). `find_entropy=False`: the entropy model comes from elsewhere."""
     if (folder / "consolidated.pth").exists():
         args = read_json(folder / "params.json")
         weights_path = folder / "consolidated.pth"
@@ -246,13 +270,11 @@ def load_official(folder: Path, dtype: torch.dtype) -> ModelBundle:
         args = {**args, "model": model_args}
         weights_path = folder / "model.safetensors"
         state = read_safetensors(weights_path)
-    entropy_args, as_written, entropy_state, entropy_source = _read_official_entropy(_entropy_folder(folder))
+    entropy_folder = _entropy_folder(folder) if find_entropy else None
+    entropy_args, as_written, entropy_state, entropy_source = _read_official_entropy(entropy_folder)
     config = config_from_official(args, entropy_args, as_written)
     blt = build_from_state(lambda: ByteLatentTransformer(config), state, str(weights_path), dtype)
     entropy = None
     if entropy_state is not None:
-        entropy_state = entropy_state.drop([k for k in entropy_state if k.endswith("freqs_cis")])
-        entropy = build_from_state(lambda: EntropyModel(config.entropy), entropy_state, entropy_source, dtype)
+        entropy = _entropy_module(config.entropy, entropy_state, entropy_source, dtype)
     return ModelBundle(config, blt, entropy, str(folder), "official")
-
-
