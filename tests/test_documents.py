@@ -179,13 +179,90 @@ def test_official_attention_settings_map_as_the_official_masks_do():
         config_from_official(params, None)
 
 
-def test_cached_decoding_refuses_a_prompt_it_cannot_split_and_recompute_decodes_past_it():
-    bundle = _static_bundle(eos_documents_local=True, eos_documents_global=True)
-    prompt = _ids(b"one document", b"and the next")[0].tolist()
-    with pytest.raises(BltbenchError, match="holds an EOS.*--recompute"):
-        decode(bundle, "blt", prompt, 4)
-    assert len(decode(bundle, "blt", prompt, 4, recompute=True).output_ids) >= 1
-    assert decode(bundle, "blt", _ids(b"no EOS here")[0].tolist(), 4).output_ids  # one document: cached as ever
+def _splitting_bundle(seed: int = 5):
+    """Entropy patching with every component splitting at EOS (what official xformers checkpoints run)."""
+    base = micro_config()
+    config = dataclasses.replace(base, eos_documents_local=True, eos_documents_global=True,
+                                 entropy=dataclasses.replace(base.entropy, eos_documents=True))
+    return make_bundle(config, seed=seed)
+
+
+PACKED = _ids(b"a first document, long enough to span patches", b"ok", b"and a third one that decoding continues")[0].tolist()
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("fixed", [False, True], ids=["eager", "fixed-shape steps"])
+@pytest.mark.parametrize("chunking", ["whole", "bytes", "random"])
+def test_cached_logits_past_prompted_eos_equal_the_full_forward(fixed, chunking):
+    """The cache against the full forward (which splits documents as the official masks do) over a prompt
+    of three documents, prefilled whole, byte by byte (one-position steps cross each EOS) or in random
+    chunks: every position's logits agree, so decoding past a prompted EOS is what the official code runs."""
+    import random
+
+    from bltbench.decoding.blt import recompute_logits
+    from conftest import context, session
+
+    bundle = _splitting_bundle()
+    full = recompute_logits(context(bundle), PACKED)
+    rng = random.Random(3)
+    sizes = {"whole": [len(PACKED)], "bytes": [1] * len(PACKED)}.get(chunking)
+    if sizes is None:
+        sizes, left = [], len(PACKED)
+        while left:
+            sizes.append(min(left, rng.randint(1, 7)))
+            left -= sizes[-1]
+    state = session(bundle, len(PACKED), fixed_steps=fixed)
+    out, at = [], 0
+    for size in sizes:
+        out.append(state.append(PACKED[at : at + size]))
+        at += size
+    torch.testing.assert_close(torch.cat(out), full, atol=1e-4, rtol=0)
+    # and the split matters: without it the same cache gives other logits after the first EOS
+    c = bundle.config
+    plain = make_bundle(dataclasses.replace(c, eos_documents_local=False, eos_documents_global=False,
+                                            entropy=dataclasses.replace(c.entropy, eos_documents=False)), seed=5)
+    unsplit = recompute_logits(context(plain), PACKED)
+    assert (unsplit - full).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("steps", ["eager", "fixed"])
+def test_every_method_decodes_past_a_prompted_eos_as_its_oracle(steps):
+    """Greedy past a prompted EOS: cached BLT == recompute (the full forward), BLT-S == BLT for several
+    k, BLT-DV == BLT-D's causal greedy."""
+    bundle = _splitting_bundle()
+    n = 24
+    reference = decode(bundle, "blt", PACKED, n, recompute=True).output_ids
+    assert len(reference) >= 8
+    assert decode(bundle, "blt", PACKED, n, steps=steps).output_ids == reference
+    for k in (1, 4, 8):
+        assert decode(bundle, f"blt-s-{k}", PACKED, n, steps=steps).output_ids == reference, k
+    causal = decode(bundle, "blt", PACKED, n, weights="blt-d", steps=steps).output_ids
+    assert decode(bundle, "blt", PACKED, n, weights="blt-d", recompute=True).output_ids == causal
+    for block in (4, 8):
+        assert decode(bundle, f"blt-dv-{block}", PACKED, n, steps=steps).output_ids == causal, block
+    assert decode(bundle, "blt-d-4@confidence=0.5", PACKED, n, steps=steps).output_ids
+
+
+@torch.inference_mode()
+def test_a_blt_d_block_after_a_prompted_eos_equals_the_training_forward():
+    """BLT-D's cached block pass after an EOS against its training forward with documents: the block's
+    cells see only the document the block continues."""
+    from bltbench.model.ids import MASK
+    from bltbench.model.scoring import batch_patch_starts
+    from conftest import session
+
+    bundle = _splitting_bundle()
+    model = bundle.blt_d
+    ids = torch.tensor([PACKED])
+    starts = batch_patch_starts(bundle.entropy, bundle.config.patching, ids)
+    last_eos = max(i for i, x in enumerate(PACKED) if x == EOS)
+    s = min(i for i in range(last_eos + 2, len(PACKED) - 8) if starts[0, i])  # a patch start the window reaches EOS from
+    cells = [MASK] * 8
+    cells[2] = 90
+    reference = model.forward_blocks(ids, starts, torch.tensor([[s]]), torch.tensor([[cells]]))[1][0, 0]
+    state = session(bundle, len(PACKED) + 8, weights="blt-d")
+    state.append(PACKED[:s])
+    torch.testing.assert_close(state.extend_with_block(0, torch.tensor(cells), "step")[1], reference, atol=1e-4, rtol=0)
 
 
 def test_inspect_says_what_an_official_checkpoint_runs_with_and_can_run(tmp_path, capsys, micro):

@@ -172,11 +172,6 @@ def generate(
         raise BltbenchError(f"this model runs at most {limit:,} positions (its max_encoder_seq_length; the official "
                             f"code's rotary tables end there), but the prompt's {len(prompt_ids):,} (BOS included) plus "
                             f"a budget of {max_bytes:,} bytes need {len(prompt_ids) + max_bytes:,}")
-    c = bundle.config
-    splits = c.eos_documents_local or c.eos_documents_global or c.entropy.eos_documents
-    if splits and not spec.recompute and EOS in prompt_ids[1:]:
-        raise BltbenchError("the prompt holds an EOS, where this model splits attention into documents; cached "
-                            "decoding does not split them yet: decode it with --recompute")
     stop = stop if isinstance(stop, StopStrings) else StopStrings(stop)
     ctx = context(spec, bundle, observer, steps)
     request = DecodeRequest(list(prompt_ids), max_bytes, sampler, stop, PhaseClock(ctx.device))

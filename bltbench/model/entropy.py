@@ -35,12 +35,18 @@ class EntropyModel(nn.Module):
         c = self.config
         return KVCache(c.n_layers, batch, c.n_heads, c.dim // c.n_heads, p.dtype, p.device, capacity)
 
-    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits for `ids` [B, T]; with a cache, `ids` continue the cached positions (which, for a model
-        that splits documents at EOS, must all be one document: decoding refuses prompts holding an EOS)."""
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None, docs: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for `ids` [B, T]; with a cache, `ids` continue the cached positions. A model that splits
+        documents at EOS finds them in `ids`, or, continuing a cache, in `docs` (the document of every
+        position up to the last of `ids`)."""
         start = cache.length if cache is not None else 0
         c = self.config
-        docs = eos_documents(ids) if c.eos_documents and cache is None else None
+        if c.eos_documents and docs is None:
+            if cache is not None and start > 0:
+                raise ValueError("a cached call of a document-splitting model needs the documents so far")
+            docs = eos_documents(ids)
+        elif not c.eos_documents:
+            docs = None
         plan = causal_plan(self.rope, start, ids.shape[1], c.window, ids.device, c.context_restart, docs)
         h = run_blocks(self.layers, plan, self.tok_embeddings(ids), cache)
         return self.output(self.norm(h))

@@ -25,12 +25,13 @@ from bltbench.model.blt import ByteLatentTransformer, patch_window
 from bltbench.model.build import available_bytes
 from bltbench.model.config import PatchingConfig
 from bltbench.model.entropy import EntropyModel, entropy_nats
-from bltbench.model.ids import BOE
+from bltbench.model.ids import BOE, EOS
 from bltbench.model.layers import (
     AttentionPlan,
     CacheOverflow,
     KVCache,
     build_fused_weights,
+    eos_documents,
     fixed_plan,
     run_blocks,
 )
@@ -92,7 +93,8 @@ class StepFunctions:
         s = self.s
         m = s.entropy_model
         x = ids.index_select(1, pos + s.hash_context)
-        plan = fixed_plan(s.rope_tables["entropy"], pos, m.config.window, m.config.context_restart)
+        plan = fixed_plan(s.rope_tables["entropy"], pos, m.config.window, m.config.context_restart,
+                          docs=s.byte_docs(ids) if s.split_entropy else None)
         h = run_blocks(m.layers, plan, m.tok_embeddings(x), s.ent_cache)
         return entropy_nats(m.output(m.norm(h))[0])
 
@@ -100,7 +102,8 @@ class StepFunctions:
         s = self.s
         window = ids.index_select(1, pos + s.window_offsets)
         embeds = s.model.embed(window[:, s.hash_context :], window[:, : s.hash_context])
-        plan = fixed_plan(s.rope_tables["encoder"], pos, s.model.config.local_window)
+        plan = fixed_plan(s.rope_tables["encoder"], pos, s.model.config.local_window,
+                          docs=s.byte_docs(ids) if s.split_local else None)
         h = run_blocks(s.model.local_encoder.layers, plan, embeds, s.enc_cache)
         s.enc_states.index_copy_(1, pos, h)
 
@@ -117,14 +120,16 @@ class StepFunctions:
         def cross_kv(i: int):
             return cache.keys[i].index_select(2, slots), cache.values[i].index_select(2, slots)
 
-        plan = fixed_plan(s.rope_tables["decoder"], pos, s.model.config.local_window)
+        plan = fixed_plan(s.rope_tables["decoder"], pos, s.model.config.local_window,
+                          docs=s.byte_docs(s.ids) if s.split_local else None)
         return dec(s.enc_states.index_select(1, pos), cross_kv, mask, plan=plan, cache=s.dec_cache)[0].float()
 
     def _global(self, slots: torch.Tensor, patch: torch.Tensor) -> None:
         s = self.s
         g = s.model.global_transformer
         x = slots if g.token_embedding_projection is None else g.token_embedding_projection(slots)
-        latents = run_blocks(g.layers, fixed_plan(s.rope_tables["global"], patch, None), x, s.glob_cache)
+        docs = s.patch_docs() if s.split_global else None
+        latents = run_blocks(g.layers, fixed_plan(s.rope_tables["global"], patch, None, docs=docs), x, s.glob_cache)
         index = patch * s.k + s.slot_offsets
         for i, (k, v) in enumerate(s.model.local_decoder.latent_kv(latents)):
             s.latent_cache.keys[i].index_copy_(2, index, k)
@@ -174,6 +179,7 @@ def _allocate(state: "IncrementalBLT") -> dict[str, object]:
         "pos": torch.zeros(1, dtype=torch.long, device=device),
         "latent": torch.zeros(1, dtype=torch.long, device=device),
         "zero_patch": torch.zeros(1, capacity, dtype=torch.long, device=device),
+        "patch_eos": torch.zeros(1, capacity, dtype=torch.long, device=device),  # 1 where a patch holds an EOS
         "rope_tables": {name: rope.table(capacity, device)[:capacity].clone() for name, rope in state.ropes().items()},
     }
 
@@ -231,6 +237,10 @@ class IncrementalBLT:
         self.k = c.cross_attn_k
         self.decoder_window = c.cross_attn_window_decoder or 1  # latents a decoder position reads
         self.hash_context = max(c.hash_sizes) - 1
+        # Documents split at EOS (official block-causal masks): every call of a splitting component
+        # keeps its queries to their document's keys, in eager spans and fixed-shape steps alike.
+        self.split_local, self.split_global = c.eos_documents_local, c.eos_documents_global
+        self.split_entropy = self.entropy_model is not None and self.entropy_model.config.eos_documents
         self.device = model.local_decoder.output.weight.device
         self.dtype = model.local_decoder.output.weight.dtype
         self.length = 0  # positions run through encoder and decoder (committed)
@@ -272,6 +282,25 @@ class IncrementalBLT:
         self.pos.fill_(position)
         return self.pos
 
+    def byte_docs(self, ids: torch.Tensor, end: int | None = None) -> torch.Tensor:
+        """The document of every position [1, end or capacity] of the ids buffer: a position's depends
+        only on the ids before it, so whatever stale ids lie past the written ones change nothing."""
+        stop = self.hash_context + (self.capacity if end is None else end)
+        return eos_documents(ids[:, self.hash_context : stop])
+
+    def patch_docs(self, end: int | None = None) -> torch.Tensor:
+        """The document of every patch [1, end or capacity]: a patch holding an EOS ends its document."""
+        ends = self.patch_eos if end is None else self.patch_eos[:, :end]
+        return ends.cumsum(-1) - ends
+
+    def _mark_eos_patches(self, first: int, last: int) -> None:
+        """Record which of the newly complete patches [first, last) hold an EOS (on the device)."""
+        begins = self.patches.begins
+        held = (self.ids[0, self.hash_context : self.hash_context + begins[last]] == EOS).long().cumsum(0)
+        held = torch.nn.functional.pad(held, (1, 0))
+        bounds = to_device(begins[first : last + 1], self.device)
+        self.patch_eos[0, first:last] = ((held[bounds[1:]] - held[bounds[:-1]]) > 0).long()
+
     # -- ids and entropies ---------------------------------------------------------------------
     def write(self, ids: torch.Tensor | Sequence[int], at: int) -> None:
         """Place ids (a device tensor [T] or [1, T], or host ints) at positions [at, at + T)."""
@@ -303,7 +332,8 @@ class IncrementalBLT:
             values = self.steps.entropy(self.ids, self._at(at))
             cache.length = at + 1
             return values
-        return entropy_nats(m(self.ids[:, self.hash_context + at : self.hash_context + at + t], cache)[0])
+        docs = self.byte_docs(self.ids, at + t) if self.split_entropy else None
+        return entropy_nats(m(self.ids[:, self.hash_context + at : self.hash_context + at + t], cache, docs)[0])
 
     def push_entropies(self, values: Sequence[float] | None, t: int) -> None:
         self.patches.push([0.0] * t if values is None else values)
@@ -427,7 +457,8 @@ class IncrementalBLT:
             return self._encoded(p0, 1)
         window = self.ids[:, p0 : p0 + self.hash_context + t]
         embeds = self.model.embed(window[:, self.hash_context :], window[:, : self.hash_context])
-        h = self.model.local_encoder(embeds, p0, self.enc_cache)
+        docs = self.byte_docs(self.ids, p0 + t) if self.split_local else None
+        h = self.model.local_encoder(embeds, p0, self.enc_cache, docs)
         self.enc_states[:, p0 : p0 + t] = h
         return h
 
@@ -462,7 +493,8 @@ class IncrementalBLT:
         def cross_kv(i: int):
             return cache.keys[i][:, :, a:b], cache.values[i][:, :, a:b]
 
-        return self.model.local_decoder(h, cross_kv, mask, p0, self.dec_cache, plan)[0].float()
+        docs = self.byte_docs(self.ids, p0 + t) if self.split_local and plan is None else None
+        return self.model.local_decoder(h, cross_kv, mask, p0, self.dec_cache, plan, docs)[0].float()
 
     def _complete_patches(self, role: str) -> None:
         """Pool every patch that is now complete and run the global model over them in one call."""
@@ -482,11 +514,14 @@ class IncrementalBLT:
         slots = self.model.local_encoder.pool(self.enc_states[:, a:b], patch_ids, n, first - read_from)
         self._observe("global", role, n, self.glob_cache.length, None)
         self.glob_cache.check(last)
+        if self.split_global:
+            self._mark_eos_patches(first, last)
         if n == 1 and self.steps is not None:
             self.steps.global_(slots, self._at(first))
             self.glob_cache.length = last
         else:
-            latents = self.model.global_transformer(slots, first, self.glob_cache)
+            docs = self.patch_docs(last) if self.split_global else None
+            latents = self.model.global_transformer(slots, first, self.glob_cache, docs)
             for i, (k, v) in enumerate(self.model.local_decoder.latent_kv(latents)):
                 self.latent_cache.keys[i][:, :, first * self.k : last * self.k] = k
                 self.latent_cache.values[i][:, :, first * self.k : last * self.k] = v
@@ -510,7 +545,12 @@ class IncrementalBLT:
         q = torch.arange(p0, s + size, device=self.device)[:, None]
         k = torch.arange(k_start, s + size, device=self.device)[None, :]
         seen = (k <= q) if window is None else (k <= q) & (q - k < window)
-        mask = torch.where(q >= s, (k >= s) | (seen & (k < s)), seen)[None, None]
+        mask = torch.where(q >= s, (k >= s) | (seen & (k < s)), seen)
+        if self.split_local:  # the block's cells belong to the document the block continues
+            docs = self.byte_docs(self.ids, s + 1)[0]
+            docs = torch.cat([docs[:s], docs[s:].expand(size)])
+            mask = mask & (docs[p0:, None] == docs[None, k_start:])
+        mask = mask[None, None]
         wanted = [self.patches.latent_of(p) for p in range(p0, s)] + [self.n_latents - 1] * size
         plan = AttentionPlan(self.model.local_decoder.rope.span(p0, t + size, self.device), k_start, mask, p0, s + size)
         logits = self._decode(x, p0, role, plan, wanted)

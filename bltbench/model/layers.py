@@ -257,14 +257,17 @@ def causal_span(start: int, t: int, window: int | None, device,
 
 
 def fixed_plan(table: torch.Tensor, positions: torch.Tensor, window: int | None,
-               restart: int | None = None) -> AttentionPlan:
+               restart: int | None = None, docs: torch.Tensor | None = None) -> AttentionPlan:
     """Queries at device `positions` [t] that read the whole preallocated buffer (as long as the
     rotation `table`) under a mask: every shape is fixed, so a compiled step serves every position
-    without recompiling."""
+    without recompiling. `docs` [1, capacity] (the document of every buffer position) keeps each query
+    to its own document's keys."""
     capacity = table.shape[0]
     k_pos = torch.arange(capacity, device=positions.device)
-    mask = windowed_causal_mask(positions, k_pos, window, restart)[None, None]
-    return AttentionPlan(table.index_select(0, positions), 0, mask, positions, capacity)
+    mask = windowed_causal_mask(positions, k_pos, window, restart)
+    if docs is not None:
+        mask = mask & (docs[0].index_select(0, positions)[:, None] == docs[0][None, :])
+    return AttentionPlan(table.index_select(0, positions), 0, mask[None, None], positions, capacity)
 
 
 class Attention(nn.Module):
