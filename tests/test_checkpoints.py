@@ -47,14 +47,20 @@ def _official_params(c) -> dict:
             "encoder_hash_byte_group_size": list(c.hash_sizes), "encoder_hash_byte_group_vocab": c.hash_buckets,
             "encoder_hash_byte_group_nb_functions": 1, "local_attention_window_len": c.local_window,
             "rope_theta": c.rope_theta, "multiple_of": 256, "ffn_dim_multiplier": 1.0,
+            # what the released checkpoints set where the official class defaults differ
+            "vocab_size": 260, "attn_impl": "xformers", "attn_bias_type": "causal", "use_local_encoder_transformer": True,
+            "cross_attn_encoder": True, "cross_attn_init_by_pooling": True, "downsampling_by_pooling": "max",
         },
-        "data": {"patcher_args": {"threshold": c.patching.threshold, "max_patch_length": c.patching.max_patch_length}},
+        "data": {"patcher_args": {"patching_mode": "entropy", "threshold": c.patching.threshold,
+                                  "max_patch_length": c.patching.max_patch_length},
+                 "tokenizer_args": {"name": "blt"}},
     }
 
 
 def _entropy_args(e, **extra) -> dict:
     return {"dim": e.dim, "n_layers": e.n_layers, "n_heads": e.n_heads, "sliding_window": e.window,
-            "ffn_dim_multiplier": 1.0, "max_seqlen": 8192, "vocab_size": 260, **extra}
+            "ffn_dim_multiplier": 1.0, "max_seqlen": 8192, "vocab_size": 260, "attn_impl": "xformers",
+            "attn_bias_type": "local_block_causal", **extra}
 
 
 def _write_official(folder, micro, entropy_folder, entropy_file="consolidated.pth", **entropy_extra):
@@ -197,7 +203,9 @@ def test_large_components_are_sharded_and_reassembled(tmp_path, monkeypatch):
     ({"use_rope": False}, "use_rope: false"),
     ({"n_heads_local_decoder": 1}, "n_heads_local_decoder: 1"),
     ({"cross_attn_init_by_pooling": False}, "cross_attn_init_by_pooling: false"),
-    ({"downsampling_by_pooling": "avg"}, "downsampling_by_pooling: 'avg'"),
+    ({"downsampling_by_pooling": "avg"}, 'downsampling_by_pooling: "avg"'),
+    ({"eos_id": 3}, "model.eos_id: 3"),
+    ({"brand_new_setting": 1}, "model.brand_new_setting"),
 ])
 def test_official_settings_bltbench_does_not_compute_are_refused_in_one_line(tmp_path, micro, capsys, setting, fragment):
     """Each of these changes the official code's logits; loading them anyway would run another model."""
@@ -209,8 +217,10 @@ def test_official_settings_bltbench_does_not_compute_are_refused_in_one_line(tmp
     (tmp_path / "params.json").write_text(json.dumps(params))
     code, _, err = run_cli(capsys, "generate", "--model", str(tmp_path), "--prompt", "x", "--device-profile", "off")
     assert code == 2 and fragment in err and "does not implement" in err and len(err.strip().splitlines()) == 1, err
-    params["model"].update({k: None for k in setting} | {"n_heads_local_decoder": micro.config.n_heads_local,
-                                                         "cross_attn_init_by_pooling": True, "use_rope": True})
+    for key in setting:
+        params["model"].pop(key)
+    params["model"].update({"n_heads_local_decoder": micro.config.n_heads_local, "cross_attn_init_by_pooling": True,
+                            "use_rope": True, "downsampling_by_pooling": "max"})
     (tmp_path / "params.json").write_text(json.dumps(params))
     assert load_model(str(tmp_path)).format == "official"  # the values BLT uses load
 

@@ -225,7 +225,7 @@ def test_cached_logits_past_prompted_eos_equal_the_full_forward(fixed, chunking)
     assert (unsplit - full).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("steps", ["eager", "fixed"])
+@pytest.mark.parametrize("steps", ["eager", "fixed", pytest.param("compiled", marks=pytest.mark.slow)])
 def test_every_method_decodes_past_a_prompted_eos_as_its_oracle(steps):
     """Greedy past a prompted EOS: cached BLT == recompute (the full forward), BLT-S == BLT for several
     k, BLT-DV == BLT-D's causal greedy."""

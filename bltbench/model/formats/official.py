@@ -20,6 +20,7 @@ from bltbench.model.bundle import ModelBundle
 from bltbench.model.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from bltbench.model.entropy import EntropyModel
 from bltbench.model.formats.common import LazyState, build_from_state, read_json, read_safetensors, read_torch
+from bltbench.model.formats.official_settings import CONSOLIDATED_ENTROPY_READS, refusals, with_defaults
 
 
 def is_official(folder: Path) -> bool:
@@ -44,25 +45,7 @@ def _optional_float(value) -> float | None:
     return None if value is None else float(value)
 
 
-def _unsupported_official_settings(model: dict[str, Any]) -> list[str]:
-    """Official model arguments, explicitly set, that change the logits in ways bltbench does not compute
-    (an unset argument is taken to be what the released BLT models use). Refusing them beats loading
-    a model that silently runs differently."""
-    found = []
-    if model.get("use_rope") is False:
-        found.append("use_rope: false")
-    heads = model.get("n_heads_local_decoder")
-    if heads is not None and heads != model.get("n_heads_local_encoder"):
-        found.append(f"n_heads_local_decoder: {heads} (the encoder has {model.get('n_heads_local_encoder')})")
-    if model.get("cross_attn_init_by_pooling") is False:
-        found.append("cross_attn_init_by_pooling: false")
-    pooling = model.get("downsampling_by_pooling")
-    if pooling not in (None, "max"):
-        found.append(f"downsampling_by_pooling: {pooling!r} (bltbench pools by max)")
-    return found
-
-
-RELEASED_ATTENTION = "xformers"  # what the released models set; the argument's own default (sdpa) cannot run them
+RELEASED_ATTENTION = "xformers"  # what the released models set (an explicit null is taken to mean it)
 
 
 def official_attention(impl: str | None, bias: str | None, where: str) -> tuple[bool, bool]:
@@ -90,7 +73,8 @@ def entropy_config_official(args: dict[str, Any], as_written: bool) -> EntropyMo
     256), whatever the file says. From a Hub folder's config.json (`from_pretrained`), every argument
     is read as written (`as_written`). Either way the official patcher computes entropies over
     8192-byte chunks, each with no context from the one before (`context_restart`)."""
-    read = args.get if as_written else (lambda key, default=None: default)
+    written = with_defaults("entropy_model", args)  # a missing key is the official class default
+    read = (lambda key, default=None: written[key]) if as_written else (lambda key, default=None: default)
     dim = args["dim"]
     # load_entropy_model fixes xformers' local_block_causal; a Hub config says its own
     windowed, documents = official_attention(read("attn_impl", "xformers"), read("attn_bias_type", "local_block_causal"),
@@ -119,77 +103,85 @@ def _window(model: dict[str, Any], key: str) -> int | None:
     return value
 
 
+def _refuse(found: list[str]) -> None:
+    if found:
+        more = f" (and {len(found) - 1} more; bltbench inspect lists every setting)" if len(found) > 1 else ""
+        raise BltbenchError(f"params.json sets {found[0]}, which bltbench does not implement: its logits would "
+                            f"differ from the official code's{more}")
+
+
+def official_refusals(args: dict[str, Any], entropy_args: dict[str, Any] | None, as_written: bool) -> list[str]:
+    """Every setting of these official args that bltbench would not run as the official code runs it."""
+    model = args.get("model") or {}
+    data = args.get("data") or {}
+    tokenizer = data.get("tokenizer_args") or {}
+    found = refusals("model", model) + refusals("data.patcher_args", data.get("patcher_args") or {})
+    if "data" in args:  # a Hub folder without train_args.json has none (the official loader then cannot patch)
+        found += refusals("data.tokenizer_args", tokenizer)
+        found += refusals("data.tokenizer_args.init_kwargs", tokenizer.get("init_kwargs") or {})
+    if entropy_args is not None:
+        found += refusals("entropy_model", entropy_args,
+                          (lambda key: True) if as_written else (lambda key: key in CONSOLIDATED_ENTROPY_READS))
+    return found
+
+
 def config_from_official(args: dict[str, Any], entropy_args: dict[str, Any] | None, as_written: bool = False) -> BLTConfig:
-    """Translate official train args (params.json) into a BLTConfig; `as_written` says how the entropy
+    """Translate official train args (params.json) into a BLTConfig, every field as the official code reads
+    it (a missing one at its class default) or refused in one line; `as_written` says how the entropy
     model's arguments are read (see `entropy_config_official`)."""
-    model = args.get("model")
-    if not isinstance(model, dict):
+    if not isinstance(args.get("model"), dict):
         raise BltbenchError("official params.json has no 'model' section")
-    patcher = (args.get("data") or {}).get("patcher_args") or {}
-    try:
-        d_local = model["dim_local_encoder"]
-        if model.get("dim_local_decoder", d_local) != d_local:
-            raise BltbenchError("local encoder and decoder widths differ; bltbench needs them equal")
-        if model.get("cross_attn_all_layers_encoder") and model["n_layers_local_encoder"] > 1:
-            raise BltbenchError("encoder cross-attention in every layer is not supported")
-        if model.get("cross_attn_decoder") is False or model.get("cross_attn_all_layers_decoder") is False:
-            raise BltbenchError("bltbench needs decoder cross-attention in every layer, as BLT uses")
-        unsupported = _unsupported_official_settings(model)
-        if unsupported:
-            raise BltbenchError(f"params.json sets {unsupported[0]}, which bltbench does not implement: its logits "
-                                "would differ from the official code's" + (f" (and {len(unsupported) - 1} more)"
-                                                                           if len(unsupported) > 1 else ""))
-        mult, multiple_of = model.get("ffn_dim_multiplier"), model.get("multiple_of", 256)
-        sizes = model.get("encoder_hash_byte_group_size") or [3, 4, 5, 6, 7, 8]
-        if isinstance(sizes, str):
-            sizes = [int(s) for s in sizes.split(",")]
-        mode = patcher.get("patching_mode", model.get("patching_mode", "entropy"))
-        if mode not in ("entropy", "static"):
-            raise BltbenchError(f"patching mode {mode!r} is not supported (entropy or static)")
-        patching = PatchingConfig(
-            mode=mode,
-            threshold=float(patcher.get("threshold", model.get("patching_threshold") or 1.335442066192627)),
-            monotonic=bool(patcher.get("monotonicity", model.get("monotonicity", False))),
-            threshold_add=_optional_float(patcher.get("threshold_add", model.get("patching_threshold_add"))),
-            max_patch_length=patcher.get("max_patch_length", model.get("max_patch_length")),
-            static_length=int(patcher.get("patch_size", model.get("patch_size") or 4)),
-        )
-        entropy = EntropyModelConfig() if entropy_args is None else entropy_config_official(entropy_args, as_written)
-        # The local models always ask for local_block_causal; the global model for its attn_bias_type.
-        local_windowed, local_documents = official_attention(model.get("attn_impl"), "local_block_causal", "the local models'")
-        global_bias = model.get("attn_bias_type", "causal")
-        if global_bias == "local_block_causal":
-            raise BltbenchError("params.json sets attn_bias_type: 'local_block_causal', which the official global "
-                                "model cannot run (it has no sliding window)")
-        _, global_documents = official_attention(model.get("attn_impl"), global_bias, "the global model's")
-        config = BLTConfig(
-            d_local=d_local,
-            n_heads_local=model["n_heads_local_encoder"],
-            n_layers_encoder=model["n_layers_local_encoder"],
-            n_layers_decoder=model["n_layers_local_decoder"],
-            ffn_local=official_ffn(d_local, multiple_of, mult),
-            d_global=model["dim_global"],
-            n_heads_global=model["n_heads_global"],
-            n_layers_global=model["n_layers_global"],
-            ffn_global=official_ffn(model["dim_global"], multiple_of, mult),
-            cross_attn_k=model.get("cross_attn_k") or 1,
-            cross_attn_heads=model.get("cross_attn_nheads"),
-            hash_sizes=tuple(int(s) for s in sizes),
-            hash_buckets=model.get("encoder_hash_byte_group_vocab", 30000),
-            hash_functions=model.get("encoder_hash_byte_group_nb_functions", 1),
-            local_window=model.get("local_attention_window_len") if local_windowed else None,
-            rope_theta=float(model.get("rope_theta", 10000.0)),
-            norm_eps=float(model.get("norm_eps", 1e-5)),
-            patching=patching,
-            entropy=entropy,
-            max_seqlen=_optional_int(model.get("max_encoder_seq_length")),
-            cross_attn_window_encoder=_window(model, "cross_attn_window_encoder"),
-            cross_attn_window_decoder=_window(model, "cross_attn_window_decoder"),
-            eos_documents_local=local_documents,
-            eos_documents_global=global_documents,
-        )
-    except KeyError as exc:
-        raise BltbenchError(f"official params.json lacks {exc.args[0]!r}") from None
+    _refuse(official_refusals(args, entropy_args, as_written))
+    m = with_defaults("model", args["model"])
+    patcher = with_defaults("data.patcher_args", (args.get("data") or {}).get("patcher_args") or {})
+    sizes = m["encoder_hash_byte_group_size"]
+    if sizes is None:
+        raise BltbenchError("params.json sets no encoder_hash_byte_group_size: bltbench needs the hash n-gram embeddings")
+    if isinstance(sizes, str):
+        sizes = [int(size) for size in sizes.split(",")]
+    static = patcher["patching_mode"] == "static"
+    patching = PatchingConfig(
+        mode=patcher["patching_mode"],
+        threshold=float(patcher["threshold"]),
+        monotonic=bool(patcher["monotonicity"]),
+        threshold_add=_optional_float(patcher["threshold_add"]),
+        max_patch_length=patcher["max_patch_length"],
+        static_length=int(patcher["patch_size"]) if static else 4,
+    )
+    entropy = EntropyModelConfig() if entropy_args is None else entropy_config_official(entropy_args, as_written)
+    # The local models always ask for local_block_causal; the global model for its attn_bias_type.
+    local_windowed, local_documents = official_attention(m["attn_impl"], "local_block_causal", "the local models'")
+    if m["attn_bias_type"] == "local_block_causal":
+        raise BltbenchError("params.json sets attn_bias_type: 'local_block_causal', which the official global "
+                            "model cannot run (it has no sliding window)")
+    _, global_documents = official_attention(m["attn_impl"], m["attn_bias_type"], "the global model's")
+    d_local, mult, multiple_of = m["dim_local_encoder"], m["ffn_dim_multiplier"], m["multiple_of"]
+    config = BLTConfig(
+        d_local=d_local,
+        n_heads_local=m["n_heads_local_encoder"],
+        n_layers_encoder=m["n_layers_local_encoder"],
+        n_layers_decoder=m["n_layers_local_decoder"],
+        ffn_local=official_ffn(d_local, multiple_of, mult),
+        d_global=m["dim_global"],
+        n_heads_global=m["n_heads_global"],
+        n_layers_global=m["n_layers_global"],
+        ffn_global=official_ffn(m["dim_global"], multiple_of, mult),
+        cross_attn_k=m["cross_attn_k"] or 1,
+        cross_attn_heads=m["cross_attn_nheads"],
+        hash_sizes=tuple(int(size) for size in sizes),
+        hash_buckets=m["encoder_hash_byte_group_vocab"],
+        hash_functions=m["encoder_hash_byte_group_nb_functions"],
+        local_window=m["local_attention_window_len"] if local_windowed else None,
+        rope_theta=float(m["rope_theta"]),
+        norm_eps=float(m["norm_eps"]),
+        patching=patching,
+        entropy=entropy,
+        max_seqlen=_optional_int(m["max_encoder_seq_length"]),
+        cross_attn_window_encoder=_window(m, "cross_attn_window_encoder"),
+        cross_attn_window_decoder=_window(m, "cross_attn_window_decoder"),
+        eos_documents_local=local_documents,
+        eos_documents_global=global_documents,
+    )
     config.validate()
     return config
 
