@@ -284,7 +284,16 @@ def test_inspect_says_what_an_official_checkpoint_runs_with_and_can_run(tmp_path
     assert report["methods"] == {"blt": "runs", "blt-s": "runs", "blt-d": "needs blt-d weights",
                                  "blt-dv": "needs blt-d weights"}
     assert report["parameters"]["global"] > 0
+    # every setting in the files, with what it maps to: the params.json's and the entropy model's
+    rows = {row["setting"]: row for row in report["file_settings"]}
+    assert rows["model.dim_global"]["value"] == micro.config.d_global and rows["model.dim_global"]["kind"] == "mapped"
+    assert rows["model.attn_bias_type"]["note"] == "eos_documents_global"
+    assert rows["data.patcher_args.threshold"]["note"] == "patching.threshold"
+    assert rows["entropy_model.sliding_window"]["kind"] == "irrelevant"  # the consolidated loader fixes 512
+    assert rows["entropy_model.dim"]["kind"] == "mapped"
+    assert all(row["kind"] in ("mapped", "checked", "irrelevant") for row in rows.values())
     code, out, _ = run_cli(capsys, "inspect", str(tmp_path / "blt"))
     assert code == 0 and "official format" in out and "eos_documents_local = true" in out
+    assert "data.patcher_args.threshold = " in out and "irrelevant to inference" in out
     code, _, err = run_cli(capsys, "inspect", str(tmp_path / "nothing"))
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1

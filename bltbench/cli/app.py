@@ -488,6 +488,7 @@ def inspect_cmd(
         "components": [name for name, ok in present.items() if ok],
         "entropy_model": bundle.entropy_source or (bundle.source if present["entropy"] else None),
         "settings": dataclasses.asdict(config),
+        "file_settings": bundle.file_settings,
         "parameters": {"entropy": params.entropy, "encoder": params.encoder, "global": params.global_,
                        "decoder": params.decoder, "per_call": params.per_call},
         "methods": methods,
@@ -507,6 +508,15 @@ def inspect_cmd(
     typer.echo("settings it runs with:")
     for key, value in flat("", report["settings"]):
         typer.echo(f"  {key} = {value}")
+    if bundle.file_settings:
+        honoured = [row for row in bundle.file_settings if row["kind"] in ("mapped", "checked")]
+        typer.echo(f"settings in the checkpoint's files: {len(bundle.file_settings)}, {len(honoured)} of them change "
+                   "inference and are honoured as the official code honours them:")
+        for row in honoured:
+            how = "read into" if row["kind"] == "mapped" else "runs when"
+            typer.echo(f"  {row['setting']} = {json.dumps(row['value'])}  ({how} {row['note']})")
+        rest = len(bundle.file_settings) - len(honoured)
+        typer.echo(f"  and {rest} irrelevant to inference (training, logging, parallelism; --json gives each reason)")
     typer.echo("dense parameters per component (what the bandwidth model prices; embedding tables apart):")
     for key in ("entropy", "encoder", "global", "decoder"):
         typer.echo(f"  {key}: {report['parameters'][key]:,} (read per call: {params.per_call[key]:,})")

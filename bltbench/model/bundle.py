@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,6 +22,8 @@ class ModelBundle:
     format: str
     blt_d: BlockDiffusionBLT | None = None
     entropy_source: str | None = None  # where the entropy model came from when not from `source`
+    # each setting the checkpoint's files hold and what it maps to (official folders; see official_settings.explain)
+    file_settings: list[dict] = field(default_factory=list)
 
     def require_blt(self) -> ByteLatentTransformer:
         if self.blt is None:

@@ -20,7 +20,7 @@ from bltbench.model.bundle import ModelBundle
 from bltbench.model.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from bltbench.model.entropy import EntropyModel
 from bltbench.model.formats.common import LazyState, build_from_state, read_json, read_safetensors, read_torch
-from bltbench.model.formats.official_settings import CONSOLIDATED_ENTROPY_READS, refusals, with_defaults
+from bltbench.model.formats.official_settings import CONSOLIDATED_ENTROPY_READS, explain, refusals, with_defaults
 
 
 def is_official(folder: Path) -> bool:
@@ -105,9 +105,9 @@ def _window(model: dict[str, Any], key: str) -> int | None:
 
 def _refuse(found: list[str]) -> None:
     if found:
-        more = f" (and {len(found) - 1} more; bltbench inspect lists every setting)" if len(found) > 1 else ""
+        also = f" (also: {', '.join(item.split(':')[0].split(' ')[0] for item in found[1:])})" if len(found) > 1 else ""
         raise BltbenchError(f"params.json sets {found[0]}, which bltbench does not implement: its logits would "
-                            f"differ from the official code's{more}")
+                            f"differ from the official code's{also}")
 
 
 def official_refusals(args: dict[str, Any], entropy_args: dict[str, Any] | None, as_written: bool) -> list[str]:
@@ -118,7 +118,8 @@ def official_refusals(args: dict[str, Any], entropy_args: dict[str, Any] | None,
     found = refusals("model", model) + refusals("data.patcher_args", data.get("patcher_args") or {})
     if "data" in args:  # a Hub folder without train_args.json has none (the official loader then cannot patch)
         found += refusals("data.tokenizer_args", tokenizer)
-        found += refusals("data.tokenizer_args.init_kwargs", tokenizer.get("init_kwargs") or {})
+        init = tokenizer.get("init_kwargs")
+        found += refusals("data.tokenizer_args.init_kwargs", init if isinstance(init, dict) else {})
     if entropy_args is not None:
         found += refusals("entropy_model", entropy_args,
                           (lambda key: True) if as_written else (lambda key: key in CONSOLIDATED_ENTROPY_READS))
@@ -269,4 +270,5 @@ def load_official(folder: Path, dtype: torch.dtype, find_entropy: bool = True) -
     entropy = None
     if entropy_state is not None:
         entropy = _entropy_module(config.entropy, entropy_state, entropy_source, dtype)
-    return ModelBundle(config, blt, entropy, str(folder), "official")
+    settings = explain(args, entropy_args, as_written)
+    return ModelBundle(config, blt, entropy, str(folder), "official", file_settings=settings)

@@ -50,7 +50,7 @@ SETTINGS: dict[str, Setting] = {
     'model.n_kv_heads': Setting('checked', None,
         'null or == n_heads_local_encoder'),
     'model.ffn_dim_multiplier': Setting('mapped', 1.0,
-        'ffn_local, ffn_global (official_ffn, official.py:33-37,142,170,174)'),
+        'ffn_local, ffn_global (the official FFN width rounding)'),
     'model.multiple_of': Setting('mapped', 256,
         'ffn_local, ffn_global'),
     'model.norm_eps': Setting('mapped', 1e-05,
@@ -72,12 +72,11 @@ SETTINGS: dict[str, Setting] = {
         'base_transformer.py:143-148), so the official code fails on a request with more patches; within it '
         'the logits are unaffected (bltbench does not stop longer requests)'),
     'model.attn_impl': Setting('mapped', 'sdpa',
-        'local_window, eos_documents_local, eos_documents_global (official_attention, '
-        'official.py:65-83,159-164)'),
+        'local_window, eos_documents_local, eos_documents_global (the official masks)'),
     'model.attn_bias_type': Setting('mapped', 'causal',
         'eos_documents_global'),
     'model.eos_id': Setting('checked', 2,
-        'eos_id == 2 (EOS_ID), or attn_impl without EOS masks (flex_attention)'),
+        '2 (the BLT EOS id, where the official masks split documents)'),
     'model.seed': Setting('irrelevant', 42,
         'Init RNG only (train.py:301)'),
     'model.vocab_size': Setting('checked', -1,
@@ -320,7 +319,7 @@ SETTINGS: dict[str, Setting] = {
     'data.patcher_args.max_patch_length': Setting('mapped', None,
         'patching.max_patch_length'),
     'data.patcher_args.patch_size': Setting('checked', 4.5,
-        'entropy mode (no effect), or static with an integral size'),
+        'entropy mode (no effect), or 1 with static patching'),
     'data.patcher_args.patching_batch_size': Setting('irrelevant', 1,
         'Only how many 8192-long rows go into one entropy-model call (patcher.py:84-92); rows are '
         'independent, results identical'),
@@ -332,6 +331,8 @@ SETTINGS: dict[str, Setting] = {
         'Timing logs only (patcher.py:504-506,557-589,642-644)'),
     'data.tokenizer_args.name': Setting('checked', 'bytes',
         "'blt'"),
+    'data.tokenizer_args.init_kwargs': Setting('checked', None,
+        'null (the BLT tokenizer\'s defaults) or keyword arguments, each classified below'),
     'data.tokenizer_args.init_kwargs.add_bos': Setting('checked', True,
         'true (or init_kwargs null)'),
     'data.tokenizer_args.init_kwargs.bpe_delim': Setting('checked', False,
@@ -387,9 +388,10 @@ SETTINGS: dict[str, Setting] = {
     'data.add_patches': Setting('irrelevant', True,
         "Training data pipeline (args.py:159,209-213,180) and the official PPL eval's batching "
         '(eval.py:223-253; train.py:159-162 copies seq_len into model.max_seqlen) — not the model'),
-    'distributed.model_dtype': Setting('mapped', 'bf16',
-        '--dtype: bltbench runs the precision asked for (the official loader casts the BLT to model_dtype and'
-        ' runs a consolidated entropy model in bf16; --dtype bf16 does both)'),
+    'distributed.model_dtype': Setting('irrelevant', 'bf16',
+        'precision is --dtype\'s: bltbench runs what it is asked for; the official loader casts the BLT to '
+        'model_dtype (generate.py:412-421) and runs a consolidated entropy model in bf16 (entropy_model.py:17), '
+        'which --dtype bf16 reproduces; inspect shows it'),
 }
 
 SECTIONS: dict[str, str] = {
@@ -491,6 +493,7 @@ RUNS: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
     "data.patcher_args.patching_mode": lambda v, p: v == "entropy" or (v == "static" and p["patch_size"] == 1),
     "data.patcher_args.patch_size": lambda v, p: p["patching_mode"] != "static" or v == 1,
     "data.tokenizer_args.name": lambda v, t: v == "blt",
+    "data.tokenizer_args.init_kwargs": lambda v, t: v is None or isinstance(v, dict),
     "data.tokenizer_args.init_kwargs.add_bos": lambda v, k: v is True,
     "data.tokenizer_args.init_kwargs.bpe_delim": lambda v, k: v is False,
 }
@@ -546,3 +549,22 @@ def leaves(values: Any, prefix: str = "") -> list[tuple[str, Any]]:
                                      or any(p.startswith(prefix) for p in SETTINGS)):
         return [leaf for key, value in values.items() for leaf in leaves(value, f"{prefix}{key}.")]
     return [(prefix[:-1], values)]
+
+
+def explain(args: dict[str, Any], entropy_args: dict[str, Any] | None, as_written: bool) -> list[dict[str, Any]]:
+    """Every setting an official folder's files hold, with its value and what bltbench does with it
+    (what `bltbench inspect` shows). The entropy model's are under `entropy_model.`."""
+    rows = []
+    items = [(p, v) for p, v in leaves(args) if not p.startswith("entropy_model.")]
+    items += [(f"entropy_model.{p}", v) for p, v in leaves(entropy_args or {})]
+    for path, value in items:
+        setting = setting_of(path)
+        if setting is None:
+            kind, note = "unknown", "a setting the official code at 9774ed4 does not define"
+        elif (path.startswith("entropy_model.") and not as_written
+              and path.split(".", 1)[1] not in CONSOLIDATED_ENTROPY_READS):
+            kind, note = "irrelevant", "the official consolidated entropy loader does not read it (load_entropy_model)"
+        else:
+            kind, note = setting.kind, setting.note
+        rows.append({"setting": path, "value": value, "kind": kind, "note": note})
+    return rows
