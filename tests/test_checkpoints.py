@@ -312,6 +312,7 @@ print(json.dumps({"peak": peak[0] - base, "weights": weights}))
 """
 
 
+@pytest.mark.slow  # builds and saves a 212 MB checkpoint twice; make test-slow and CI run it
 @pytest.mark.parametrize("layout", ["official", "bltbench"])
 def test_loading_into_bf16_never_holds_an_fp32_copy(tmp_path, layout):
     """A 212 MB fp32 checkpoint (53M parameters, hash tables 6 x 60000 x 128) loaded in bf16: the

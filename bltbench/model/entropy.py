@@ -13,9 +13,10 @@ from bltbench.model.layers import KVCache, RMSNorm, Rotary, TransformerBlock, ca
 
 
 def entropy_nats(logits: torch.Tensor) -> torch.Tensor:
-    """Natural-log entropy of the softmax over the last dimension, in fp32."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+    """Natural-log entropy of the softmax over the last dimension, computed in the logits' precision (as
+    the official patcher computes it: a bf16 entropy model's entropies are bf16 values), returned in fp32."""
+    logp = torch.log_softmax(logits, dim=-1)
+    return (-(logp.exp() * logp).sum(-1)).float()
 
 
 class EntropyModel(nn.Module):

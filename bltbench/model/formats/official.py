@@ -9,6 +9,7 @@ as the official code honours it, or refused in one line."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +270,20 @@ def load_official(folder: Path, dtype: torch.dtype, find_entropy: bool = True) -
     blt = build_from_state(lambda: ByteLatentTransformer(config), state, str(weights_path), dtype)
     entropy = None
     if entropy_state is not None:
-        entropy = _entropy_module(config.entropy, entropy_state, entropy_source, dtype)
+        # as the official loaders run it: a consolidated entropy model in the asked precision (bf16 by
+        # default), a Hub one (from_pretrained, never cast) in fp32 whatever the BLT's
+        entropy_dtype = torch.float32 if as_written else dtype
+        entropy = _entropy_module(config.entropy, entropy_state, entropy_source, entropy_dtype)
+        if entropy_dtype.itemsize < 4:  # the official patcher compares its entropies with the threshold in bf16
+            config = dataclasses.replace(config, patching=_rounded(config.patching, entropy_dtype))
+            blt.config = config
     settings = explain(args, entropy_args, as_written)
     return ModelBundle(config, blt, entropy, str(folder), "official", file_settings=settings)
+
+
+def _rounded(patching: PatchingConfig, dtype: torch.dtype) -> PatchingConfig:
+    """Thresholds as a `dtype` tensor compared with a Python float holds them (torch keeps the tensor's dtype)."""
+    def cast(value: float | None) -> float | None:
+        return None if value is None else float(torch.tensor(value, dtype=dtype))
+
+    return dataclasses.replace(patching, threshold=cast(patching.threshold), threshold_add=cast(patching.threshold_add))

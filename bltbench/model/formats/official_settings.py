@@ -555,7 +555,8 @@ def explain(args: dict[str, Any], entropy_args: dict[str, Any] | None, as_writte
     """Every setting an official folder's files hold, with its value and what bltbench does with it
     (what `bltbench inspect` shows). The entropy model's are under `entropy_model.`."""
     rows = []
-    items = [(p, v) for p, v in leaves(args) if not p.startswith("entropy_model.")]
+    # a BLT's own params.json holds no entropy model (null): its settings are the entropy folder's
+    items = [(p, v) for p, v in leaves(args) if p != "entropy_model" and not p.startswith("entropy_model.")]
     items += [(f"entropy_model.{p}", v) for p, v in leaves(entropy_args or {})]
     for path, value in items:
         setting = setting_of(path)
