@@ -118,3 +118,40 @@ def test_inspect_explains_every_official_setting(variant, capsys):
     assert code == 0, err
     rows = json.loads(out)["file_settings"]
     assert len(rows) > 200 and all(row["kind"] in ("mapped", "checked", "irrelevant") for row in rows)
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _edit_json(path: Path, section: str | None, **changes) -> None:
+    data = json.loads(path.read_text())
+    (data[section] if section else data).update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("layout, damage, message", [
+    ("defaults", lambda d: _truncate(d / "blt" / "consolidated.pth"), "corrupt or unreadable"),
+    ("defaults", lambda d: _truncate(d / "entropy_model" / "consolidated.pth"), "corrupt or unreadable"),
+    ("defaults", lambda d: _edit_json(d / "blt" / "params.json", "model", dim_global=64), "does not match its config"),
+    ("defaults", lambda d: _edit_json(d / "entropy_model" / "params.json", "entropy_model", dim=48), "does not match its config"),
+    ("defaults", lambda d: (d / "blt" / "params.json").write_text("{"), "cannot read"),
+    ("hub", lambda d: _truncate(d / "blt-1b" / "model.safetensors"), "corrupt or unreadable"),
+    ("hub", lambda d: _truncate(d / "blt-entropy" / "model.safetensors"), "corrupt or unreadable"),
+    ("hub", lambda d: _edit_json(d / "blt-1b" / "config.json", "args", n_layers_global=3), "does not match its config"),
+    ("hub", lambda d: _edit_json(d / "blt-entropy" / "config.json", "args", n_layers=2), "does not match its config"),
+])
+def test_a_truncated_or_mismatched_official_file_is_one_error_line(tmp_path, capsys, layout, damage, message):
+    """Each layout's files damaged one at a time: one `error:` line naming the problem, exit status 2."""
+    import shutil
+
+    from conftest import run_cli
+
+    folder = tmp_path / layout
+    shutil.copytree(ROOT / layout, folder)
+    damage(folder)
+    model = folder / ("blt" if layout == "defaults" else "blt-1b")
+    code, _, err = run_cli(capsys, "generate", "--model", str(model), "--prompt", "x", "--max-bytes", "2",
+                           "--device-profile", "off")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
