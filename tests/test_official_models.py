@@ -99,7 +99,7 @@ def _bf16_agreement(variant: str) -> tuple[int, int, int, int]:
 # entropy model, as from_pretrained runs them) agrees nearly everywhere; the consolidated layout's bf16
 # entropy model puts entropies on bf16's coarse grid, where this fixture's threshold sits among ties, so
 # patches diverge on most prompts.
-BF16_FLOORS = {"hub": (6, 0.9)}
+BF16_FLOORS = {"hub": (6, 0.9), "defaults": (1, 0.3), "hash11": (2, 0.4)}
 
 
 @pytest.mark.slow
@@ -155,3 +155,49 @@ def test_a_truncated_or_mismatched_official_file_is_one_error_line(tmp_path, cap
     code, _, err = run_cli(capsys, "generate", "--model", str(model), "--prompt", "x", "--max-bytes", "2",
                            "--device-profile", "off")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_entropy_model_named_explicitly_runs_as_the_one_found_beside_it():
+    """--entropy-model gives the official precision and threshold rounding the sibling lookup gives: a
+    consolidated entropy model in bf16 (threshold rounded to bf16), a Hub one in fp32 (threshold as written),
+    named as an entropy folder or as the BLT folder it sits beside."""
+    for layout, blt, entropy in (("defaults", "blt", "entropy_model"), ("hub", "blt-1b", "blt-entropy")):
+        found = load_model(str(ROOT / layout / blt), dtype="bf16")
+        for named in (ROOT / layout / entropy, ROOT / layout / blt):
+            explicit = load_model(str(ROOT / layout / blt), dtype="bf16", entropy_model=str(named))
+            assert explicit.config.patching == found.config.patching, (layout, named)
+            assert next(explicit.entropy.parameters()).dtype == next(found.entropy.parameters()).dtype
+    consolidated = load_model(str(ROOT / "defaults" / "blt"), dtype="bf16")
+    threshold = ORACLE["variants"]["defaults"]["threshold"]
+    assert consolidated.config.patching.threshold == float(torch.tensor(threshold, dtype=torch.bfloat16)) != threshold
+    assert next(consolidated.entropy.parameters()).dtype == torch.bfloat16
+    hub = load_model(str(ROOT / "hub" / "blt-1b"), dtype="bf16")
+    assert hub.config.patching.threshold == threshold and next(hub.entropy.parameters()).dtype == torch.float32
+    assert next(hub.blt.parameters()).dtype == torch.bfloat16
+
+
+def test_a_hub_folder_without_its_train_args_is_refused(tmp_path, capsys):
+    import shutil
+
+    from conftest import run_cli
+
+    shutil.copytree(ROOT / "hub", tmp_path / "hub")
+    (tmp_path / "hub" / "blt-1b" / "train_args.json").unlink()
+    code, _, err = run_cli(capsys, "inspect", str(tmp_path / "hub" / "blt-1b"))
+    assert code == 2 and "train_args.json" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_reading_a_lazy_state_touches_only_what_it_copies(tmp_path):
+    """Membership and shapes never read a tensor; loading reads each tensor once."""
+    from safetensors.torch import save_file
+
+    from bltbench.model.formats.common import read_safetensors
+
+    save_file({"a": torch.ones(3, 2), "b": torch.zeros(4)}, str(tmp_path / "x.safetensors"))
+    state = read_safetensors(tmp_path / "x.safetensors")
+    reads = []
+    state._loaders = {k: (lambda f=f, k=k: reads.append(k) or f()) for k, f in state._loaders.items()}
+    assert "a" in state and "z" not in state and state.shape("a") == (3, 2) and not reads
+    assert state.rows("a", 1, 3).shape == (2, 2) and not reads  # rows only, through the file's slices
+    torch.testing.assert_close(state["b"], torch.zeros(4))
+    assert reads == ["b"]

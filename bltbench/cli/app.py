@@ -379,7 +379,6 @@ def train_cmd(
 @app.command("calibrate")
 def calibrate_cmd(
     model: str = typer.Option(..., "--model", help="A bltbench bundle folder (its config is updated in place)."),
-    entropy_model: Optional[str] = typer.Option(None, "--entropy-model", help=ENTROPY_HELP),
     target_mean: float = typer.Option(4.0, "--target-mean"),
     max_patch: Optional[int] = typer.Option(8, "--max-patch"),
     corpus: list[Path] = typer.Option(..., "--corpus"),
@@ -394,7 +393,7 @@ def calibrate_cmd(
     from bltbench.training.corpus import read_documents
     from bltbench.training.data import split_documents
 
-    bundle = load_model(model, entropy_model=entropy_model)
+    bundle = load_model(model)
     if bundle.format != "bltbench":
         raise BltbenchError("calibrate writes the threshold into a bltbench bundle folder")
     entropy = bundle.require_entropy()
@@ -570,9 +569,12 @@ def run_cmd(
         parse_dtype(dtype)
     if hash_buckets is not None and hash_buckets < 1:
         raise BltbenchError(f"--hash-buckets must be >= 1, got {hash_buckets}")
-    # what changes the model changes the run: the overrides are part of the suite a resume must match
-    overrides = {k: v for k, v in (("dtype", dtype), ("hash_buckets", hash_buckets), ("entropy_model", entropy_model))
-                 if v is not None}
+    # what changes the model changes the run: an override of what the suite says is part of the suite a
+    # resume must match (one restating the suite's value, or its default, changes nothing)
+    same_dtype = dtype is not None and parse_dtype(dtype) == parse_dtype(suite.dtype)
+    overrides = {k: v for k, v in (("dtype", None if same_dtype else dtype), ("hash_buckets", hash_buckets),
+                                   ("entropy_model", entropy_model))
+                 if v is not None and v != getattr(suite, k)}
     if overrides:
         suite = dataclasses.replace(suite, **overrides, source={**suite.source, **overrides})
     if repeats is not None or threads is not None:

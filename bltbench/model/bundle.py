@@ -54,7 +54,7 @@ class ModelBundle:
 
     @property
     def dtype(self) -> torch.dtype:
-        """The precision its weights hold (every component is built in one dtype)."""
+        """The precision its BLT weights hold (an official Hub entropy model stays fp32 beside a bf16 BLT)."""
         module = next(m for m in (self.blt, self.blt_d, self.entropy) if m is not None)
         return next(module.parameters()).dtype
 

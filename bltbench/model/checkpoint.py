@@ -142,12 +142,12 @@ def load_entropy_model(spec: str, dtype: torch.dtype = torch.float32) -> tuple[E
             raise BltbenchError(f"--entropy-model {spec}: that preset patches statically and has no entropy model")
         return bundle.config.entropy, bundle.entropy
     folder = _folder(spec, "entropy model")
-    if is_official_entropy(folder):
+    if is_official_entropy(folder) or is_official(folder):
         return load_official_entropy(folder, dtype)
     if is_transformers(folder):
         return load_transformers_entropy(folder, dtype)
-    if is_native(folder) or is_official(folder):
-        bundle = load_native(folder, dtype, ()) if is_native(folder) else load_official(folder, dtype)
+    if is_native(folder):
+        bundle = load_native(folder, dtype, ())
         if bundle.entropy is None:
             raise BltbenchError(f"--entropy-model {spec}: {folder} holds no entropy model")
         return bundle.config.entropy, bundle.entropy
@@ -176,7 +176,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str | torch.dtype | None =
         if hash_buckets is not None:
             raise BltbenchError("--hash-buckets resizes random presets only; a checkpoint's tables are what it holds")
         bundle = _load_folder(_folder(spec, "model"), torch_dtype, wanted, find_entropy=entropy_model is None)
-        loaded = [bundle.blt, bundle.blt_d, bundle.entropy]
+        loaded = [bundle.blt, bundle.blt_d] + ([bundle.entropy] if entropy_model is None else [])
     if entropy_model is not None:
         if bundle.config.patching.mode != "entropy":
             raise BltbenchError(f"--entropy-model {entropy_model}: {spec} patches {bundle.config.patching.mode}ally, "
@@ -189,12 +189,30 @@ def load_model(spec: str, device: str = "cpu", dtype: str | torch.dtype | None =
         if module is not None:
             module.to(device)
             share_fused_storage(module)
-    return bundle
+    return _compared_in_entropy_precision(bundle)
+
+
+def _compared_in_entropy_precision(bundle: ModelBundle) -> ModelBundle:
+    """The patching thresholds as an entropy model in bf16/fp16 compares its entropies with them: the
+    official patcher compares a bf16 tensor with a Python float, which torch does in bf16, so the
+    threshold is rounded to bf16 first (entropies are computed in the entropy model's precision)."""
+    if bundle.entropy is None:
+        return bundle
+    dtype = next(bundle.entropy.parameters()).dtype
+    if dtype.itemsize >= 4:
+        return bundle
+
+    def cast(value: float | None) -> float | None:
+        return None if value is None else float(torch.tensor(value, dtype=dtype))
+
+    p = bundle.config.patching
+    patching = dataclasses.replace(p, threshold=cast(p.threshold), threshold_add=cast(p.threshold_add))
+    return dataclasses.replace(bundle, config=dataclasses.replace(bundle.config, patching=patching))
 
 
 def _load_folder(folder: Path, dtype: torch.dtype, weights: tuple[str, ...], find_entropy: bool) -> ModelBundle:
     if is_native(folder):
-        return load_native(folder, dtype, weights)
+        return load_native(folder, dtype, weights, find_entropy)
     if is_official(folder):
         return load_official(folder, dtype, find_entropy)
     if is_transformers(folder):

@@ -148,10 +148,11 @@ def session_bytes(model: ByteLatentTransformer, entropy: EntropyModel | None, ca
     itemsize = model.local_decoder.output.weight.element_size()
     per_position = 2 * c.d_local * (c.n_layers_encoder + c.n_layers_decoder * (1 + c.cross_attn_k))
     per_position += 2 * c.d_global * c.n_layers_global + c.d_local
-    if entropy is not None:
-        per_position += 2 * entropy.config.dim * entropy.config.n_layers
+    per_position *= itemsize
+    if entropy is not None:  # in its own precision (a Hub entropy model stays fp32 beside a bf16 BLT)
+        per_position += 2 * entropy.config.dim * entropy.config.n_layers * entropy.output.weight.element_size()
     rope = 4 * 2 * (c.d_local // c.n_heads_local + c.d_global // c.n_heads_global) * 2  # fp32 tables
-    return capacity * (per_position * itemsize + 8 * 3 + rope)
+    return capacity * (per_position + 8 * 3 + rope)
 
 
 def _allocate(state: "IncrementalBLT") -> dict[str, object]:
@@ -296,9 +297,9 @@ class IncrementalBLT:
     def _mark_eos_patches(self, first: int, last: int) -> None:
         """Record which of the newly complete patches [first, last) hold an EOS (on the device)."""
         begins = self.patches.begins
-        held = (self.ids[0, self.hash_context : self.hash_context + begins[last]] == EOS).long().cumsum(0)
-        held = torch.nn.functional.pad(held, (1, 0))
-        bounds = to_device(begins[first : last + 1], self.device)
+        a, b = self.hash_context + begins[first], self.hash_context + begins[last]
+        held = torch.nn.functional.pad((self.ids[0, a:b] == EOS).long().cumsum(0), (1, 0))
+        bounds = to_device([x - begins[first] for x in begins[first : last + 1]], self.device)
         self.patch_eos[0, first:last] = ((held[bounds[1:]] - held[bounds[:-1]]) > 0).long()
 
     # -- ids and entropies ---------------------------------------------------------------------

@@ -42,12 +42,16 @@ class LazyState(Mapping[str, torch.Tensor]):
     def __init__(self, loaders: dict[str, Callable[[], torch.Tensor]], shapes: dict[str, tuple[int, ...]],
                  source: str):
         self._loaders, self._shapes, self.source = loaders, shapes, source
+        self.rows: Callable[[str, int, int], torch.Tensor] | None = None  # rows [a, b) of a stored tensor
 
     @classmethod
     def of(cls, tensors: Mapping[str, torch.Tensor], source: str) -> "LazyState":
         """A plain (or memory-mapped) state dict seen through the same interface."""
         if isinstance(tensors, LazyState):
             return tensors
+        odd = next((k for k, t in tensors.items() if not isinstance(t, torch.Tensor)), None)
+        if odd is not None:
+            raise BltbenchError(f"checkpoint {source} holds {odd!r}, which is not a tensor")
         return cls({k: (lambda t=t: t) for k, t in tensors.items()}, {k: tuple(t.shape) for k, t in tensors.items()},
                    source)
 
@@ -58,6 +62,9 @@ class LazyState(Mapping[str, torch.Tensor]):
             raise
         except Exception as exc:  # a file truncated after its header was read
             raise BltbenchError(f"corrupt or unreadable checkpoint {self.source}: {_first_line(exc)}") from None
+
+    def __contains__(self, key: object) -> bool:  # without this, Mapping would read the tensor to answer
+        return key in self._loaders
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._loaders)
@@ -86,10 +93,16 @@ class LazyState(Mapping[str, torch.Tensor]):
     def merged(states: list["LazyState"], source: str) -> "LazyState":
         loaders: dict[str, Callable[[], torch.Tensor]] = {}
         shapes: dict[str, tuple[int, ...]] = {}
+        readers: dict[str, Callable] = {}
         for state in states:
             loaders.update(state._loaders)
             shapes.update(state._shapes)
-        return LazyState(loaders, shapes, source)
+            if state.rows is not None:
+                readers.update({key: state.rows for key in state._loaders})
+        merged = LazyState(loaders, shapes, source)
+        if readers:
+            merged.rows = lambda key, a, b: readers[key](key, a, b)
+        return merged
 
 
 def read_safetensors(path: Path) -> LazyState:
@@ -102,19 +115,21 @@ def read_safetensors(path: Path) -> LazyState:
         shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in keys}
     except Exception as exc:  # SafetensorError, OSError, ...: the header is damaged or missing
         raise BltbenchError(f"corrupt or unreadable checkpoint {path}: {_first_line(exc)}") from None
-    return LazyState({k: (lambda k=k: handle.get_tensor(k)) for k in keys}, shapes, str(path))
+    state = LazyState({k: (lambda k=k: handle.get_tensor(k)) for k in keys}, shapes, str(path))
+    state.rows = lambda key, a, b: handle.get_slice(key)[a:b]  # part of a tensor, reading only its rows
+    return state
 
 
 def read_torch(path: Path) -> LazyState:
     """An official `.pth` ({"model": state_dict}), memory-mapped: its tensors page in as they are copied."""
-    data = None
+    data, error = None, None
     for mmap in (True, False):  # files in torch's legacy (pre-zip) format cannot be memory-mapped
         try:
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
             break
         except Exception as exc:  # torch raises many types for a damaged file
             error = exc
-    if data is None:
+    if error is not None and data is None:
         raise BltbenchError(f"corrupt or unreadable checkpoint {path}: {_first_line(error)}") from None
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         return LazyState.of(data["model"], str(path))

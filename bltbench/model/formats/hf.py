@@ -67,9 +67,14 @@ def convert_hf_state(state: LazyState, config: BLTConfig) -> tuple[LazyState, La
     if fused_hash is not None:  # transformers stacks the hash tables in one embedding
         rows, width = state.shape(fused_hash)
         n = config.hash_buckets
+        def table(i: int) -> torch.Tensor:  # only that table's rows, not the whole fused embedding
+            if state.rows is not None:
+                return state.rows(fused_hash, i * n, (i + 1) * n)
+            return state[fused_hash][i * n:(i + 1) * n]
+
         for i in range(-(-rows // n)):
             blt_state.derived(f"encoder_hash_tok_embedding.{i}.weight", (min(n, rows - i * n), width),
-                              lambda s, i=i: state[fused_hash][i * n:(i + 1) * n])
+                              lambda s, i=i: table(i))
     return blt_state, state.select(entropy)
 
 

@@ -96,7 +96,7 @@ def _read_component(folder: Path, files: str | list[str]) -> LazyState:
     return LazyState.merged([read_safetensors(folder / name) for name in names], str(folder))
 
 
-def load_native(folder: Path, dtype: torch.dtype, weights: tuple[str, ...]) -> ModelBundle:
+def load_native(folder: Path, dtype: torch.dtype, weights: tuple[str, ...], with_entropy: bool = True) -> ModelBundle:
     manifest = read_json(folder / MANIFEST)
     if manifest.get("format") != "bltbench" or not isinstance(manifest.get("config"), dict):
         raise BltbenchError(f"{folder / MANIFEST} is not a bltbench manifest")
@@ -106,7 +106,7 @@ def load_native(folder: Path, dtype: torch.dtype, weights: tuple[str, ...]) -> M
     if "blt" in components and "blt" in weights:
         blt = build_from_state(lambda: ByteLatentTransformer(config), _read_component(folder, components["blt"]),
                                f"{folder} (blt)", dtype)
-    if "entropy" in components:
+    if "entropy" in components and with_entropy:
         entropy = build_from_state(lambda: EntropyModel(config.entropy),
                                    _read_component(folder, components["entropy"]), f"{folder} (entropy)", dtype)
     if "blt_d" in components and "blt-d" in weights:

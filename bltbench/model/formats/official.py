@@ -9,7 +9,6 @@ as the official code honours it, or refused in one line."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +75,20 @@ def entropy_config_official(args: dict[str, Any], as_written: bool) -> EntropyMo
     8192-byte chunks, each with no context from the one before (`context_restart`)."""
     written = with_defaults("entropy_model", args)  # a missing key is the official class default
     read = (lambda key, default=None: written[key]) if as_written else (lambda key, default=None: default)
-    dim = args["dim"]
+    dim, heads, head_dim = written["dim"], written["n_heads"], written["head_dim"]
+    if heads is None and head_dim:  # the official attention takes n_heads = dim // head_dim then
+        heads = dim // head_dim
+    if not isinstance(heads, int) or heads < 1 or not isinstance(dim, int):
+        raise BltbenchError(f"the entropy model's settings give no usable dim and heads (dim {dim!r}, n_heads "
+                            f"{written['n_heads']!r}, head_dim {head_dim!r})")
     # load_entropy_model fixes xformers' local_block_causal; a Hub config says its own
     windowed, documents = official_attention(read("attn_impl", "xformers"), read("attn_bias_type", "local_block_causal"),
                                              "the entropy model's")
     return EntropyModelConfig(
         dim=dim,
-        n_layers=args["n_layers"],
-        n_heads=args["n_heads"],
-        ffn_dim=official_ffn(dim, read("multiple_of", 256) or 256, args.get("ffn_dim_multiplier")),
+        n_layers=written["n_layers"],
+        n_heads=heads,
+        ffn_dim=official_ffn(dim, read("multiple_of", 256) or 256, written["ffn_dim_multiplier"]),
         window=(read("sliding_window", 512) or 512) if windowed else None,
         rope_theta=float(read("rope_theta", 10000.0)),
         norm_eps=float(read("norm_eps", 1e-5)),
@@ -107,7 +111,7 @@ def _window(model: dict[str, Any], key: str) -> int | None:
 def _refuse(found: list[str]) -> None:
     if found:
         also = f" (also: {', '.join(item.split(':')[0].split(' ')[0] for item in found[1:])})" if len(found) > 1 else ""
-        raise BltbenchError(f"params.json sets {found[0]}, which bltbench does not implement: its logits would "
+        raise BltbenchError(f"the checkpoint sets {found[0]}, which bltbench does not implement: its logits would "
                             f"differ from the official code's{also}")
 
 
@@ -122,8 +126,7 @@ def official_refusals(args: dict[str, Any], entropy_args: dict[str, Any] | None,
         init = tokenizer.get("init_kwargs")
         found += refusals("data.tokenizer_args.init_kwargs", init if isinstance(init, dict) else {})
     if entropy_args is not None:
-        found += refusals("entropy_model", entropy_args,
-                          (lambda key: True) if as_written else (lambda key: key in CONSOLIDATED_ENTROPY_READS))
+        found += refusals("entropy_model", entropy_args, _entropy_reads(as_written))
     return found
 
 
@@ -229,23 +232,33 @@ def is_official_entropy(folder: Path) -> bool:
     if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
         args = read_json(folder / "config.json").get("args")
         return isinstance(args, dict) and "dim_global" not in args
-    return (folder / "params.json").exists() and "entropy_model" in read_json(folder / "params.json")
+    return (folder / "params.json").exists() and isinstance(read_json(folder / "params.json").get("entropy_model"), dict)
 
 
 def load_official_entropy(folder: Path, dtype: torch.dtype) -> tuple[EntropyModelConfig, EntropyModel]:
-    """An official entropy model folder (download, nested or Hub layout), configured as the official loader
-    configures it."""
+    """An official entropy model folder (download, nested or Hub layout), or the one an official BLT folder
+    holds or sits beside, configured and in the precision the official loader gives it; the BLT is not built."""
+    if not is_official_entropy(folder):
+        folder = _entropy_folder(folder)
     args, as_written, state, source = _read_official_entropy(folder)
     if state is None:
         raise BltbenchError(f"{folder} holds no official entropy model (params.json with 'entropy_model' beside "
                             "consolidated.pth or consolidated/consolidated.pth, or model.safetensors + config.json)")
+    _refuse(refusals("entropy_model", args, _entropy_reads(as_written)))
     config = entropy_config_official(args, as_written)
-    return config, _entropy_module(config, state, source, dtype)
+    return config, _entropy_module(config, state, source, dtype, as_written)
 
 
-def _entropy_module(config: EntropyModelConfig, state: LazyState, source: str, dtype: torch.dtype) -> EntropyModel:
+def _entropy_reads(as_written: bool):
+    return (lambda key: True) if as_written else (lambda key: key in CONSOLIDATED_ENTROPY_READS)
+
+
+def _entropy_module(config: EntropyModelConfig, state: LazyState, source: str, dtype: torch.dtype,
+                    as_written: bool) -> EntropyModel:
+    """As the official loaders run it: a consolidated entropy model in the asked precision (load_entropy_model
+    builds it in bf16), a Hub one (from_pretrained, never cast) in fp32 whatever the BLT's."""
     state = state.drop([k for k in state if k.endswith("freqs_cis")])  # RoPE tables the official code stores
-    return build_from_state(lambda: EntropyModel(config), state, source, dtype)
+    return build_from_state(lambda: EntropyModel(config), state, source, torch.float32 if as_written else dtype)
 
 
 def load_official(folder: Path, dtype: torch.dtype, find_entropy: bool = True) -> ModelBundle:
@@ -260,8 +273,10 @@ def load_official(folder: Path, dtype: torch.dtype, find_entropy: bool = True) -
         model_args = read_json(folder / "config.json").get("args")
         if not isinstance(model_args, dict):
             raise BltbenchError(f"{folder / 'config.json'} has no 'args' object (the official save_pretrained writes one)")
-        args = read_json(folder / "train_args.json") if (folder / "train_args.json").exists() else {}
-        args = {**args, "model": model_args}
+        if not (folder / "train_args.json").exists():
+            raise BltbenchError(f"{folder} has no train_args.json: the official Hub folders keep the patcher and "
+                                "tokenizer settings there, and without them the official code cannot patch")
+        args = {**read_json(folder / "train_args.json"), "model": model_args}
         weights_path = folder / "model.safetensors"
         state = read_safetensors(weights_path)
     entropy_folder = _entropy_folder(folder) if find_entropy else None
@@ -270,20 +285,7 @@ def load_official(folder: Path, dtype: torch.dtype, find_entropy: bool = True) -
     blt = build_from_state(lambda: ByteLatentTransformer(config), state, str(weights_path), dtype)
     entropy = None
     if entropy_state is not None:
-        # as the official loaders run it: a consolidated entropy model in the asked precision (bf16 by
-        # default), a Hub one (from_pretrained, never cast) in fp32 whatever the BLT's
-        entropy_dtype = torch.float32 if as_written else dtype
-        entropy = _entropy_module(config.entropy, entropy_state, entropy_source, entropy_dtype)
-        if entropy_dtype.itemsize < 4:  # the official patcher compares its entropies with the threshold in bf16
-            config = dataclasses.replace(config, patching=_rounded(config.patching, entropy_dtype))
-            blt.config = config
+        entropy = _entropy_module(config.entropy, entropy_state, entropy_source, dtype, as_written)
     settings = explain(args, entropy_args, as_written)
-    return ModelBundle(config, blt, entropy, str(folder), "official", file_settings=settings)
-
-
-def _rounded(patching: PatchingConfig, dtype: torch.dtype) -> PatchingConfig:
-    """Thresholds as a `dtype` tensor compared with a Python float holds them (torch keeps the tensor's dtype)."""
-    def cast(value: float | None) -> float | None:
-        return None if value is None else float(torch.tensor(value, dtype=dtype))
-
-    return dataclasses.replace(patching, threshold=cast(patching.threshold), threshold_add=cast(patching.threshold_add))
+    return ModelBundle(config, blt, entropy, str(folder), "official", file_settings=settings,
+                       entropy_source=str(entropy_folder) if entropy is not None else None)

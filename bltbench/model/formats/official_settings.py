@@ -527,9 +527,16 @@ def refusals(section: str, values: dict[str, Any], read: Callable[[str], bool] =
     filled = with_defaults(section, values)
     for path, runs in RUNS.items():
         head, _, key = path.rpartition(".")
-        if head == section and read(key) and not runs(filled[key], filled):
+        if head == section and read(key) and not _runs(runs, filled[key], filled):
             found.append(f"{path}: {show(filled[key])} (bltbench runs {SETTINGS[path].note})")
     return found
+
+
+def _runs(runs: Callable[[Any, dict[str, Any]], bool], value: Any, section: dict[str, Any]) -> bool:
+    try:
+        return bool(runs(value, section))
+    except (TypeError, ZeroDivisionError, KeyError):  # a value of the wrong type, or settings beside it missing
+        return False
 
 
 def setting_of(path: str) -> Setting | None:
