@@ -259,6 +259,7 @@ def test_check_refuses_a_baseline_of_another_suite_model_or_tasks(capsys, tmp_pa
     assert code == 2 and "covers tasks" in err
 
 
+@pytest.mark.slow  # three small sweeps; make test-slow and CI run it
 def test_a_suites_entropy_model_patches_its_run_and_is_part_of_what_resumes(tmp_path, capsys, micro, micro_variants):
     """`entropy_model:` (or run --entropy-model) patches with another model's entropy model; a resume
     with another entropy model, or another --dtype, would mix two models' records and is refused."""
