@@ -22,6 +22,7 @@ from bltbench.decoding.blt import recompute_logits
 from bltbench.decoding.core import DecodeContext
 from bltbench.decoding.sampling import Sampler, SamplingConfig
 from bltbench.model.checkpoint import load_model
+from bltbench.model.entropy import entropy_nats
 from bltbench.model.ids import EOS
 from bltbench.model.patching import lengths_from_starts
 from bltbench.model.scoring import batch_patch_starts
@@ -61,8 +62,6 @@ def test_fp32_matches_the_official_code(variant):
         assert _patch_lengths(bundle, ids) == official["patch_lengths"], prompt["name"]
         with torch.inference_mode():
             entropies = bundle.entropy(torch.tensor([ids]))
-        from bltbench.model.entropy import entropy_nats
-
         torch.testing.assert_close(entropy_nats(entropies[0]), torch.tensor(official["entropies"]), atol=1e-4, rtol=0)
         logits = recompute_logits(ctx, ids)
         for position, values in zip(official["logits"]["positions"], official["logits"]["values"]):
